@@ -1,0 +1,108 @@
+//! What crosses Redis between workers: one pub/sub channel per room, carrying frames of
+//! `<origin node id, 16 hex digits>|<the room message JSON>`.
+//!
+//! The JSON part is the exact `message` payload clients receive, so a receiving worker hands it
+//! to its local sockets without decoding and re-encoding it. The origin lets a worker skip its
+//! own frames: it has already delivered them locally, without waiting for Redis.
+
+use std::fmt;
+
+use crate::RoomId;
+
+/// Identifies one worker process for the lifetime of the process (random at start, so a
+/// respawned worker is a new node).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NodeId(pub u64);
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+const ORIGIN_HEX_LEN: usize = 16;
+
+/// The Redis channel of a room: `<prefix>room:<room id>`.
+pub fn room_channel(prefix: &str, room: &RoomId) -> String {
+    format!("{prefix}room:{room}")
+}
+
+/// The room id of a channel named by [`room_channel`], if it is one.
+pub fn room_of_channel<'a>(prefix: &str, channel: &'a str) -> Option<&'a str> {
+    channel.strip_prefix(prefix)?.strip_prefix("room:")
+}
+
+/// Builds the frame published for a room message.
+pub fn encode_frame(origin: NodeId, message_json: &str) -> String {
+    let mut frame = String::with_capacity(ORIGIN_HEX_LEN + 1 + message_json.len());
+    use fmt::Write;
+    // Writing into a String cannot fail.
+    let _ = write!(frame, "{origin}|");
+    frame.push_str(message_json);
+    frame
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("bus frame is shorter than its header")]
+    TooShort,
+    #[error("bus frame origin is not 16 hex digits")]
+    BadOrigin,
+}
+
+/// Splits a frame into its origin and its message JSON (not parsed here).
+pub fn decode_frame(frame: &str) -> Result<(NodeId, &str), FrameError> {
+    if frame.len() <= ORIGIN_HEX_LEN {
+        return Err(FrameError::TooShort);
+    }
+    let header = frame
+        .get(..ORIGIN_HEX_LEN + 1)
+        .ok_or(FrameError::BadOrigin)?;
+    let (hex, bar) = header.split_at(ORIGIN_HEX_LEN);
+    if bar != "|" || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(FrameError::BadOrigin);
+    }
+    let origin = u64::from_str_radix(hex, 16).map_err(|_| FrameError::BadOrigin)?;
+    Ok((NodeId(origin), &frame[ORIGIN_HEX_LEN + 1..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Limits;
+
+    #[test]
+    fn frames_round_trip() {
+        let frame = encode_frame(NodeId(0xabc), r#"{"event":"join"}"#);
+        assert_eq!(frame, r#"0000000000000abc|{"event":"join"}"#);
+        assert_eq!(
+            decode_frame(&frame),
+            Ok((NodeId(0xabc), r#"{"event":"join"}"#))
+        );
+    }
+
+    #[test]
+    fn bad_frames_are_refused() {
+        assert_eq!(decode_frame(""), Err(FrameError::TooShort));
+        assert_eq!(decode_frame("0123"), Err(FrameError::TooShort));
+        assert_eq!(
+            decode_frame("0000000000000abcX{}"),
+            Err(FrameError::BadOrigin)
+        );
+        assert_eq!(
+            decode_frame("zz00000000000abc|{}"),
+            Err(FrameError::BadOrigin)
+        );
+        assert_eq!(decode_frame("ééééééééé|{}"), Err(FrameError::BadOrigin));
+    }
+
+    #[test]
+    fn channels() {
+        let room = RoomId::parse("lobby", &Limits::default()).unwrap();
+        let channel = room_channel("chat:", &room);
+        assert_eq!(channel, "chat:room:lobby");
+        assert_eq!(room_of_channel("chat:", &channel), Some("lobby"));
+        assert_eq!(room_of_channel("other:", &channel), None);
+        assert_eq!(room_of_channel("chat:", "chat:user:x"), None);
+    }
+}

@@ -1,0 +1,58 @@
+//! The errors a client can be answered with, as stable machine-readable codes.
+
+use serde::Serialize;
+
+/// Stable error codes sent to clients in `{ok:false, error:{code, message}}` acks.
+/// Clients branch on these; never rename one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The event payload is not of the expected shape (wrong JSON type, missing field).
+    InvalidPayload,
+    /// The room id is empty, too long or has characters outside the allowed set.
+    InvalidRoom,
+    /// The user name is empty, too long or has control characters.
+    InvalidUsername,
+    /// The chat text is empty, too long or has control characters.
+    InvalidText,
+    /// The socket connected without `?roomid=`, so room events make no sense.
+    NoRoom,
+    /// `say` before `join`.
+    NotJoined,
+    /// A second `join` on the same socket.
+    AlreadyJoined,
+    /// The client sends faster than the configured rate.
+    RateLimited,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidPayload => "invalid_payload",
+            Self::InvalidRoom => "invalid_room",
+            Self::InvalidUsername => "invalid_username",
+            Self::InvalidText => "invalid_text",
+            Self::NoRoom => "no_room",
+            Self::NotJoined => "not_joined",
+            Self::AlreadyJoined => "already_joined",
+            Self::RateLimited => "rate_limited",
+        }
+    }
+}
+
+/// A refusal of client input: a code for programs and a sentence for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("{message}")]
+pub struct ProtocolError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ProtocolError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}

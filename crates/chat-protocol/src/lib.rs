@@ -1,0 +1,18 @@
+//! Wire types of the chat cluster and their validation: what clients send, what the server
+//! emits, what crosses Redis and the supervisor pipe. No IO and no async here.
+//!
+//! Every serializable type of the project lives in this crate, because every serializable type
+//! is part of some boundary (socket.io clients, Redis, the worker → supervisor pipe, HTTP).
+
+pub mod bus;
+pub mod client;
+pub mod error;
+pub mod limits;
+pub mod report;
+pub mod server;
+pub mod status;
+pub mod validate;
+
+pub use error::{ErrorCode, ProtocolError};
+pub use limits::Limits;
+pub use validate::{ChatText, RoomId, Username};
