@@ -1,0 +1,65 @@
+//! The supervisor's settings. Worker settings are flattened in, so every worker flag can be
+//! given to `supervise` too; each flag also reads a `CHAT_*` environment variable.
+//! Precedence: flag > environment > default.
+
+use std::{net::IpAddr, time::Duration};
+
+use chat_worker::WorkerSettings;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct SupervisorSettings {
+    /// Worker processes to run (default: the number of CPUs).
+    #[arg(long, env = "CHAT_WORKERS")]
+    pub workers: Option<u32>,
+
+    /// Port of the first worker; worker i listens on base-port + i.
+    #[arg(long, env = "CHAT_BASE_PORT", default_value_t = 6001)]
+    pub base_port: u16,
+
+    /// Port of the supervisor's HTTP status endpoint (`GET /status`).
+    #[arg(long, env = "CHAT_ADMIN_PORT", default_value_t = 9100)]
+    pub admin_port: u16,
+
+    /// Address of the status endpoint. Keep it private: it lists process ids.
+    #[arg(long, env = "CHAT_ADMIN_BIND", default_value = "127.0.0.1")]
+    pub admin_bind: IpAddr,
+
+    /// Longest wait before respawning a worker that keeps crashing, in milliseconds.
+    #[arg(long, env = "CHAT_RESPAWN_BACKOFF_MAX_MS", default_value_t = 10_000)]
+    pub respawn_backoff_max_ms: u64,
+
+    #[command(flatten)]
+    pub worker: WorkerSettings,
+}
+
+impl SupervisorSettings {
+    pub fn worker_count(&self) -> u32 {
+        self.workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32))
+    }
+
+    pub fn respawn_backoff_max(&self) -> Duration {
+        Duration::from_millis(self.respawn_backoff_max_ms)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        let count = self.worker_count();
+        if count == 0 {
+            return Err("--workers must be at least 1".into());
+        }
+        if u32::from(self.base_port) + count - 1 > u32::from(u16::MAX) {
+            return Err(format!(
+                "{count} workers from port {} run past port 65535",
+                self.base_port
+            ));
+        }
+        let worker_ports = u32::from(self.base_port)..u32::from(self.base_port) + count;
+        if worker_ports.contains(&u32::from(self.admin_port)) {
+            return Err(format!(
+                "--admin-port {} is one of the worker ports",
+                self.admin_port
+            ));
+        }
+        self.worker.validate()
+    }
+}

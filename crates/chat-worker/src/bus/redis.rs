@@ -1,0 +1,331 @@
+//! The Redis bus: PUBLISH on one connection, SUBSCRIBE on another, one channel per room.
+//!
+//! Three tasks, each owning its connection's side:
+//! - the publisher drains the publish queue and sends what it finds as one pipeline per batch,
+//!   so frames leave in queue order and a burst costs one round trip;
+//! - the subscription keeper reconciles SUBSCRIBE state with the hub: after occupancy notices
+//!   (batched), after every (re)connection (fred does not re-subscribe by itself), and on a
+//!   periodic sweep that repairs anything a failed command left behind;
+//! - the receiver hands each incoming frame to the local fan-out.
+
+use std::{
+    collections::HashSet,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use chat_protocol::{
+    RoomId,
+    bus::{room_channel, room_of_channel},
+};
+use fred::{
+    prelude::{ClientLike, Config, EventInterface, PubsubInterface, ReconnectPolicy},
+    types::Builder,
+};
+use tokio::sync::mpsc;
+
+use super::Bus;
+use crate::{config::WorkerSettings, fanout::LocalFanout, hub::Hub};
+
+/// Frames sent in one pipeline at most.
+const PUBLISH_BATCH: usize = 256;
+/// Channels named in one SUBSCRIBE or UNSUBSCRIBE at most.
+const SUBSCRIBE_BATCH: usize = 512;
+/// How often the keeper re-checks every room, whatever happened.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
+/// Reconnection backoff: from 100 ms, doubling, to 2 s, forever.
+const RECONNECT_MIN_MS: u32 = 100;
+const RECONNECT_MAX_MS: u32 = 2_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RedisBusError {
+    #[error("invalid redis url {url:?}")]
+    Url {
+        url: String,
+        #[source]
+        source: fred::error::Error,
+    },
+    #[error("could not create the redis client")]
+    Client(#[source] fred::error::Error),
+}
+
+pub struct RedisBus {
+    prefix: String,
+    publish_queue: mpsc::Sender<(String, String)>,
+    occupancy: mpsc::UnboundedSender<RoomId>,
+    subscriber: fred::prelude::Client,
+    dropped_publishes: AtomicU64,
+    publish_queue_full: AtomicBool,
+}
+
+impl RedisBus {
+    /// Creates the connections and starts the bus tasks. Does not wait for Redis: the worker
+    /// serves local rooms while the bus connects, and keeps retrying if Redis is away.
+    pub fn start(
+        settings: &WorkerSettings,
+        hub: Arc<Hub>,
+        fanout: LocalFanout,
+    ) -> Result<Arc<Self>, RedisBusError> {
+        let config =
+            Config::from_url(&settings.redis_url).map_err(|source| RedisBusError::Url {
+                url: settings.redis_url.clone(),
+                source,
+            })?;
+        let receive_capacity = settings.bus_receive_buffer;
+        let build = || {
+            Builder::from_config(config.clone())
+                .with_performance_config(|perf| {
+                    perf.broadcast_channel_capacity = receive_capacity;
+                    perf.default_command_timeout = Duration::from_secs(2);
+                })
+                .with_connection_config(|conn| {
+                    conn.connection_timeout = Duration::from_secs(2);
+                    conn.internal_command_timeout = Duration::from_secs(2);
+                    // Commands issued while Redis is away wait here, up to this many; older
+                    // room traffic is worth less than a bounded memory.
+                    conn.max_command_buffer_len = 10_000;
+                })
+                .set_policy(ReconnectPolicy::new_exponential(
+                    0,
+                    RECONNECT_MIN_MS,
+                    RECONNECT_MAX_MS,
+                    2,
+                ))
+                .build()
+                .map_err(RedisBusError::Client)
+        };
+        let publisher = build()?;
+        let subscriber = build()?;
+
+        let (publish_queue, publish_rx) = mpsc::channel(settings.bus_queue);
+        let (occupancy, occupancy_rx) = mpsc::unbounded_channel();
+        let bus = Arc::new(Self {
+            prefix: settings.channel_prefix.clone(),
+            publish_queue,
+            occupancy,
+            subscriber: subscriber.clone(),
+            dropped_publishes: AtomicU64::new(0),
+            publish_queue_full: AtomicBool::new(false),
+        });
+
+        // Subscribe to notifications before connecting so the first connection is seen.
+        let reconnects = subscriber.reconnect_rx();
+        let messages = subscriber.message_rx();
+        let errors = subscriber.error_rx();
+        publisher.connect();
+        subscriber.connect();
+
+        tokio::spawn(publish_loop(publisher, publish_rx));
+        tokio::spawn(keep_subscriptions(
+            subscriber.clone(),
+            hub,
+            settings.channel_prefix.clone(),
+            occupancy_rx,
+            reconnects,
+        ));
+        tokio::spawn(receive_loop(
+            messages,
+            settings.channel_prefix.clone(),
+            fanout,
+        ));
+        tokio::spawn(log_connection_errors(errors));
+        Ok(bus)
+    }
+}
+
+impl Bus for RedisBus {
+    fn publish(&self, room: &RoomId, frame: String) {
+        let channel = room_channel(&self.prefix, room);
+        match self.publish_queue.try_send((channel, frame)) {
+            Ok(()) => {
+                if self.publish_queue_full.swap(false, Ordering::Relaxed) {
+                    let dropped = self.dropped_publishes.load(Ordering::Relaxed);
+                    tracing::warn!(dropped, "redis publish queue drains again");
+                }
+            }
+            Err(_) => {
+                self.dropped_publishes.fetch_add(1, Ordering::Relaxed);
+                if !self.publish_queue_full.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "redis publish queue full: room messages to other workers are dropped"
+                    );
+                }
+            }
+        }
+    }
+
+    fn occupancy_changed(&self, room: &RoomId) {
+        // The keeper lives as long as the runtime; a send can fail only during shutdown.
+        let _ = self.occupancy.send(room.clone());
+    }
+
+    fn is_connected(&self) -> bool {
+        self.subscriber.is_connected()
+    }
+}
+
+async fn publish_loop(client: fred::prelude::Client, mut queue: mpsc::Receiver<(String, String)>) {
+    let mut batch = Vec::with_capacity(PUBLISH_BATCH);
+    let mut failing = false;
+    while queue.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
+        let pipeline = client.pipeline();
+        for (channel, frame) in batch.drain(..) {
+            // Queuing into a pipeline only buffers the command; it cannot fail here.
+            let _: Result<(), _> = pipeline.publish(channel, frame).await;
+        }
+        match pipeline.all::<fred::types::Value>().await {
+            Ok(_) if failing => {
+                failing = false;
+                tracing::info!("redis publishing recovered");
+            }
+            Ok(_) => {}
+            Err(err) if !failing => {
+                failing = true;
+                tracing::warn!(cause = %err, "redis publish failed: other workers miss room messages until it recovers");
+            }
+            Err(err) => tracing::debug!(cause = %err, "redis publish failed again"),
+        }
+    }
+}
+
+async fn keep_subscriptions(
+    client: fred::prelude::Client,
+    hub: Arc<Hub>,
+    prefix: String,
+    mut occupancy: mpsc::UnboundedReceiver<RoomId>,
+    mut reconnects: tokio::sync::broadcast::Receiver<fred::types::config::Server>,
+) {
+    let mut keeper = SubscriptionKeeper {
+        client,
+        hub,
+        prefix,
+        subscribed: HashSet::new(),
+    };
+    let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut noticed = Vec::new();
+    loop {
+        tokio::select! {
+            received = occupancy.recv_many(&mut noticed, 4096) => {
+                if received == 0 {
+                    return;
+                }
+                let rooms: HashSet<RoomId> = noticed.drain(..).collect();
+                keeper.reconcile(rooms).await;
+            }
+            reconnect = reconnects.recv() => {
+                if let Err(tokio::sync::broadcast::error::RecvError::Closed) = reconnect {
+                    return;
+                }
+                // A new connection has no subscriptions, whatever the old one had.
+                tracing::info!("redis bus connected; subscribing to every occupied room");
+                keeper.subscribed.clear();
+                keeper.reconcile_all().await;
+            }
+            _ = sweep.tick() => keeper.reconcile_all().await,
+        }
+    }
+}
+
+struct SubscriptionKeeper {
+    client: fred::prelude::Client,
+    hub: Arc<Hub>,
+    prefix: String,
+    /// Rooms whose SUBSCRIBE succeeded on the current connection.
+    subscribed: HashSet<RoomId>,
+}
+
+impl SubscriptionKeeper {
+    async fn reconcile_all(&mut self) {
+        let mut rooms: HashSet<RoomId> = self.hub.occupied_rooms().into_iter().collect();
+        rooms.extend(self.subscribed.iter().cloned());
+        self.reconcile(rooms).await;
+    }
+
+    /// Brings the subscription of each of `rooms` in line with the hub.
+    async fn reconcile(&mut self, rooms: HashSet<RoomId>) {
+        if !self.client.is_connected() {
+            // The next (re)connection reconciles everything.
+            return;
+        }
+        let (to_subscribe, to_unsubscribe): (Vec<RoomId>, Vec<RoomId>) = rooms
+            .into_iter()
+            .filter(|room| self.hub.is_occupied(room) != self.subscribed.contains(room))
+            .partition(|room| self.hub.is_occupied(room));
+        for chunk in to_subscribe.chunks(SUBSCRIBE_BATCH) {
+            let channels = self.channels(chunk);
+            match self.client.subscribe(channels).await {
+                Ok(()) => {
+                    tracing::debug!(rooms = chunk.len(), "subscribed");
+                    self.subscribed.extend(chunk.iter().cloned());
+                }
+                Err(err) => {
+                    tracing::warn!(cause = %err, rooms = chunk.len(), "redis subscribe failed; retrying on the next sweep")
+                }
+            }
+        }
+        for chunk in to_unsubscribe.chunks(SUBSCRIBE_BATCH) {
+            let channels = self.channels(chunk);
+            match self.client.unsubscribe(channels).await {
+                Ok(()) => {
+                    tracing::debug!(rooms = chunk.len(), "unsubscribed");
+                    for room in chunk {
+                        self.subscribed.remove(room);
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(cause = %err, rooms = chunk.len(), "redis unsubscribe failed; retrying on the next sweep")
+                }
+            }
+        }
+    }
+
+    fn channels(&self, rooms: &[RoomId]) -> Vec<String> {
+        rooms
+            .iter()
+            .map(|room| room_channel(&self.prefix, room))
+            .collect()
+    }
+}
+
+async fn receive_loop(
+    mut messages: tokio::sync::broadcast::Receiver<fred::types::Message>,
+    prefix: String,
+    fanout: LocalFanout,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let message = match messages.recv().await {
+            Ok(message) => message,
+            Err(RecvError::Lagged(missed)) => {
+                tracing::warn!(
+                    missed,
+                    "redis bus receiver lagged: room messages from other workers were lost (raise --bus-receive-buffer)"
+                );
+                continue;
+            }
+            Err(RecvError::Closed) => return,
+        };
+        let Some(room) = room_of_channel(&prefix, &message.channel) else {
+            continue;
+        };
+        match message.value.as_str() {
+            Some(frame) => fanout.deliver_frame(room, &frame).await,
+            None => tracing::warn!(room, "dropping non-text bus frame"),
+        }
+    }
+}
+
+async fn log_connection_errors(
+    mut errors: tokio::sync::broadcast::Receiver<(
+        fred::error::Error,
+        Option<fred::types::config::Server>,
+    )>,
+) {
+    while let Ok((err, server)) = errors.recv().await {
+        tracing::warn!(cause = %err, server = ?server.map(|s| s.to_string()), "redis connection error; reconnecting");
+    }
+}

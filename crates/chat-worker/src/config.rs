@@ -1,0 +1,143 @@
+//! The worker's settings: every limit and interval, each a flag with a `CHAT_*` environment
+//! variable and a default. Precedence: flag > environment > default.
+//!
+//! The supervisor hands its resolved settings to the workers it spawns as JSON in
+//! `CHAT_WORKER_SETTINGS`, so a worker runs with exactly what the operator gave the supervisor.
+
+use std::{net::IpAddr, time::Duration};
+
+use chat_protocol::Limits;
+use serde::{Deserialize, Serialize};
+
+/// The environment variable through which a supervisor passes [`WorkerSettings`] to workers.
+pub const SETTINGS_ENV: &str = "CHAT_WORKER_SETTINGS";
+
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args, Serialize, Deserialize)]
+pub struct WorkerSettings {
+    /// Address workers listen on (0.0.0.0 to serve other hosts).
+    #[arg(long, env = "CHAT_BIND", default_value = "127.0.0.1")]
+    pub bind: IpAddr,
+
+    /// Redis for the cross-worker room bus.
+    #[arg(long, env = "CHAT_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+
+    /// Prefix of every Redis channel name (rooms are `<prefix>room:<id>`).
+    #[arg(long, env = "CHAT_CHANNEL_PREFIX", default_value = "chat:")]
+    pub channel_prefix: String,
+
+    /// Longest room id, in characters (ASCII letters, digits, `_-.:`).
+    #[arg(long, env = "CHAT_MAX_ROOM_ID_LEN", default_value_t = Limits::DEFAULT_MAX_ROOM_ID_LEN)]
+    pub max_room_id_len: usize,
+
+    /// Longest user name, in characters.
+    #[arg(long, env = "CHAT_MAX_USERNAME_CHARS", default_value_t = Limits::DEFAULT_MAX_USERNAME_CHARS)]
+    pub max_username_chars: usize,
+
+    /// Longest chat text, in characters.
+    #[arg(long, env = "CHAT_MAX_TEXT_CHARS", default_value_t = Limits::DEFAULT_MAX_TEXT_CHARS)]
+    pub max_text_chars: usize,
+
+    /// Largest websocket message and long-polling request body a client may send, in bytes.
+    /// A larger one closes the connection.
+    #[arg(long, env = "CHAT_MAX_MESSAGE_BYTES", default_value_t = 16 * 1024)]
+    pub max_message_bytes: usize,
+
+    /// Packets queued for one client before further ones to it are dropped (slow consumer).
+    #[arg(long, env = "CHAT_SEND_QUEUE", default_value_t = 128)]
+    pub send_queue: usize,
+
+    /// engine.io ping interval, in milliseconds.
+    #[arg(long, env = "CHAT_PING_INTERVAL_MS", default_value_t = 25_000)]
+    pub ping_interval_ms: u64,
+
+    /// engine.io ping timeout, in milliseconds: a client silent this long after a ping is gone.
+    #[arg(long, env = "CHAT_PING_TIMEOUT_MS", default_value_t = 20_000)]
+    pub ping_timeout_ms: u64,
+
+    /// Time a new connection has to send its socket.io CONNECT, in milliseconds.
+    #[arg(long, env = "CHAT_CONNECT_TIMEOUT_MS", default_value_t = 10_000)]
+    pub connect_timeout_ms: u64,
+
+    /// Room frames waiting to be published to Redis before new ones are dropped.
+    #[arg(long, env = "CHAT_BUS_QUEUE", default_value_t = 16_384)]
+    pub bus_queue: usize,
+
+    /// Frames received from Redis buffered before the worker reads them (more are lost).
+    #[arg(long, env = "CHAT_BUS_RECEIVE_BUFFER", default_value_t = 16_384)]
+    pub bus_receive_buffer: usize,
+
+    /// Time a stopping worker gives its clients to close before it exits, in milliseconds.
+    #[arg(long, env = "CHAT_SHUTDOWN_GRACE_MS", default_value_t = 5_000)]
+    pub shutdown_grace_ms: u64,
+}
+
+impl WorkerSettings {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_room_id_len: self.max_room_id_len,
+            max_username_chars: self.max_username_chars,
+            max_text_chars: self.max_text_chars,
+        }
+    }
+
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_millis(self.ping_interval_ms)
+    }
+
+    pub fn ping_timeout(&self) -> Duration {
+        Duration::from_millis(self.ping_timeout_ms)
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+
+    /// Checks what the types alone cannot: zero sizes, and limits that contradict each other.
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("max-room-id-len", self.max_room_id_len),
+            ("max-username-chars", self.max_username_chars),
+            ("max-text-chars", self.max_text_chars),
+            ("max-message-bytes", self.max_message_bytes),
+            ("send-queue", self.send_queue),
+            ("bus-queue", self.bus_queue),
+            ("bus-receive-buffer", self.bus_receive_buffer),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, value)| *value == 0) {
+            return Err(format!("--{name} must be greater than 0"));
+        }
+        // A text of max_text_chars characters of up to 4 bytes each, plus the packet around it,
+        // must fit in one message, or valid texts would be cut off at the transport.
+        let largest_say = self.max_text_chars * 4 + 256;
+        if self.max_message_bytes < largest_say.min(1024) {
+            return Err(format!(
+                "--max-message-bytes {} is too small for a chat message; use at least 1024",
+                self.max_message_bytes
+            ));
+        }
+        if self.ping_interval_ms == 0 || self.ping_timeout_ms == 0 {
+            return Err("ping interval and timeout must be greater than 0".into());
+        }
+        Ok(())
+    }
+
+    /// The settings a supervisor passed in [`SETTINGS_ENV`], if any.
+    pub fn from_env_json() -> Result<Option<Self>, String> {
+        match std::env::var(SETTINGS_ENV) {
+            Ok(json) => serde_json::from_str(&json)
+                .map(Some)
+                .map_err(|err| format!("{SETTINGS_ENV} is not valid worker settings: {err}")),
+            Err(_) => Ok(None),
+        }
+    }
+
+    pub fn to_env_json(&self) -> String {
+        // Plain strings and integers: serialization cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}

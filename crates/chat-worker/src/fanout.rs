@@ -1,0 +1,56 @@
+//! Local fan-out: hands one encoded room message to every socket of the room on this worker.
+
+use chat_protocol::{bus::NodeId, bus::decode_frame, server::MESSAGE_EVENT};
+use serde_json::value::RawValue;
+use socketioxide::SocketIo;
+
+/// Delivers room messages to this worker's sockets. Cheap to clone.
+#[derive(Clone)]
+pub struct LocalFanout {
+    io: SocketIo,
+    origin: NodeId,
+}
+
+impl LocalFanout {
+    pub fn new(io: SocketIo, origin: NodeId) -> Self {
+        Self { io, origin }
+    }
+
+    pub fn origin(&self) -> NodeId {
+        self.origin
+    }
+
+    /// Emits `message` with an already-encoded JSON payload to the local members of `room`.
+    /// socketioxide encodes the packet once and shares it among the room's sockets.
+    pub async fn emit(&self, room: &str, message: &RawValue) {
+        // Sockets whose send queue is full miss this message; socketioxide reports them
+        // without ids, so all we can do here is count it in the logs.
+        if let Err(err) = self
+            .io
+            .to(room.to_owned())
+            .emit(MESSAGE_EVENT, message)
+            .await
+        {
+            tracing::debug!(room, cause = %err, "local fan-out skipped some sockets");
+        }
+    }
+
+    /// Handles a frame that arrived from the bus for `room`: skips this node's own frames
+    /// (they were delivered locally already) and fans the others out.
+    pub async fn deliver_frame(&self, room: &str, frame: &str) {
+        let (origin, json) = match decode_frame(frame) {
+            Ok(parts) => parts,
+            Err(err) => {
+                tracing::warn!(room, cause = %err, "dropping malformed bus frame");
+                return;
+            }
+        };
+        if origin == self.origin {
+            return;
+        }
+        match serde_json::from_str::<&RawValue>(json) {
+            Ok(message) => self.emit(room, message).await,
+            Err(err) => tracing::warn!(room, cause = %err, "dropping bus frame with bad JSON"),
+        }
+    }
+}

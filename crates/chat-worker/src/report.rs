@@ -1,0 +1,69 @@
+//! The worker's side of the report pipe: lines to the supervisor saying ready, draining, and
+//! the connection counts whenever they change (at most every [`REPORT_INTERVAL`]).
+
+use std::{fs::File, io::Write, os::fd::OwnedFd, sync::Arc, time::Duration};
+
+use chat_protocol::report::WorkerReport;
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+
+use crate::node::Node;
+
+pub const REPORT_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Writes report lines without ever blocking the worker: a line the pipe cannot take now is
+/// dropped, which is harmless because counts are cumulative and re-sent on the next change.
+///
+/// Writes are plain non-blocking `write(2)` calls rather than tokio pipe writes: they need no
+/// reactor readiness, so the first line (ready) goes out the moment it is written.
+pub struct Reporter {
+    pipe: Option<File>,
+}
+
+impl Reporter {
+    /// A reporter that reports nothing (a worker run on its own).
+    pub fn disabled() -> Self {
+        Self { pipe: None }
+    }
+
+    /// A reporter writing into the pipe the supervisor gave this process.
+    pub fn from_fd(fd: OwnedFd) -> std::io::Result<Self> {
+        let flags = OFlag::from_bits_truncate(fcntl(&fd, FcntlArg::F_GETFL)?);
+        fcntl(&fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+        Ok(Self {
+            pipe: Some(File::from(fd)),
+        })
+    }
+
+    pub fn send(&self, report: &WorkerReport) {
+        let Some(pipe) = &self.pipe else { return };
+        let pipe: &File = pipe;
+        let line = report.to_line();
+        match (&*pipe).write(line.as_bytes()) {
+            Ok(written) if written == line.len() => {}
+            // Lines are far below PIPE_BUF, so the kernel writes all of one or none of it.
+            Ok(_) => tracing::warn!("report line cut short"),
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
+                tracing::debug!("report pipe full; line dropped");
+            }
+            Err(err) => tracing::debug!(cause = %err, "report pipe closed"),
+        }
+    }
+
+    /// Sends the counts whenever they changed, until the runtime stops.
+    pub fn spawn_counts(self: &Arc<Self>, node: Arc<Node>) {
+        let reporter = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut last = None;
+            let mut tick = tokio::time::interval(REPORT_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let counts = node.counts();
+                if last != Some(counts) {
+                    reporter.send(&counts);
+                    last = Some(counts);
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,111 @@
+//! Runs one worker: builds the socket.io service from the settings, wires hub, bus and node,
+//! serves HTTP on the given listener, and drains on the given shutdown signal.
+
+use std::{future::Future, sync::Arc, time::Instant};
+
+use chat_protocol::{bus::NodeId, report::WorkerReport};
+use socketioxide::{SocketIo, layer::SocketIoLayer};
+
+use crate::{
+    bus::{Bus, redis::RedisBus},
+    config::WorkerSettings,
+    fanout::LocalFanout,
+    http,
+    hub::Hub,
+    node::Node,
+    report::Reporter,
+};
+
+/// Builds the engine and socket.io configuration from the settings: the one place limits and
+/// intervals reach socketioxide.
+pub fn socket_io(settings: &WorkerSettings) -> (SocketIoLayer, SocketIo) {
+    SocketIo::builder()
+        .ping_interval(settings.ping_interval())
+        .ping_timeout(settings.ping_timeout())
+        .connect_timeout(settings.connect_timeout())
+        .max_buffer_size(settings.send_queue)
+        .max_payload(settings.max_message_bytes as u64)
+        .ws_max_message_size(settings.max_message_bytes)
+        .ws_max_frame_size(settings.max_message_bytes)
+        .build_layer()
+}
+
+/// A random id for this process, without a random-number crate: std's hasher keys are random
+/// per process.
+pub fn random_node_id() -> NodeId {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    NodeId(hasher.finish())
+}
+
+/// Which bus the worker uses. Production uses Redis; tests may share an in-memory broker.
+pub enum BusKind {
+    Redis,
+    Memory(crate::bus::memory::MemoryBroker),
+}
+
+/// Serves until `shutdown` resolves, then drains: stops accepting, closes every client (they
+/// reconnect elsewhere), and returns once connections are gone or the grace period is over.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    settings: WorkerSettings,
+    bus_kind: BusKind,
+    reporter: Reporter,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let (layer, io) = socket_io(&settings);
+    let origin = random_node_id();
+    let hub = Arc::new(Hub::default());
+    let fanout = LocalFanout::new(io.clone(), origin);
+    let bus: Arc<dyn Bus> = match bus_kind {
+        BusKind::Redis => RedisBus::start(&settings, Arc::clone(&hub), fanout.clone())?,
+        BusKind::Memory(broker) => broker.bus(Arc::clone(&hub), fanout.clone()),
+    };
+    let node = Arc::new(Node::new(hub, bus, fanout, settings.limits()));
+    node.attach(&io);
+
+    let app = http::routes(Arc::clone(&node)).layer(layer);
+    let (stop_accepting, accepting_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let _ = accepting_stopped.await;
+    });
+    let mut server = tokio::spawn(async move { server.await });
+
+    let reporter = Arc::new(reporter);
+    reporter.send(&WorkerReport::Ready);
+    reporter.spawn_counts(Arc::clone(&node));
+    tracing::info!(origin = %origin, "worker serving");
+
+    tokio::select! {
+        () = shutdown => {}
+        finished = &mut server => {
+            // The server stops on its own only on an accept error it cannot recover from.
+            return match finished {
+                Ok(Ok(())) => Err(anyhow::anyhow!("server stopped unexpectedly")),
+                Ok(Err(err)) => Err(anyhow::Error::new(err).context("server failed")),
+                Err(join) => Err(anyhow::Error::new(join).context("server task failed")),
+            };
+        }
+    }
+
+    let deadline = Instant::now() + settings.shutdown_grace();
+    tracing::info!(grace_ms = settings.shutdown_grace_ms, "draining");
+    reporter.send(&WorkerReport::Draining);
+    let _ = stop_accepting.send(());
+    let remaining = || deadline.saturating_duration_since(Instant::now());
+    if tokio::time::timeout(remaining(), io.close()).await.is_err() {
+        tracing::warn!("clients did not all close within the grace period");
+    }
+    match tokio::time::timeout(remaining(), server).await {
+        Ok(_) => tracing::info!("drained"),
+        Err(_) => tracing::warn!("connections still open at the end of the grace period"),
+    }
+    reporter.send(&node.counts());
+    Ok(())
+}
