@@ -69,11 +69,13 @@ impl RedisBus {
         hub: Arc<Hub>,
         fanout: LocalFanout,
     ) -> Result<Arc<Self>, RedisBusError> {
-        let config =
+        let mut config =
             Config::from_url(&settings.redis_url).map_err(|source| RedisBusError::Url {
                 url: settings.redis_url.clone(),
                 source,
             })?;
+        // Keep trying when Redis is away at start too, not only after a first success.
+        config.fail_fast = false;
         let receive_capacity = settings.bus_receive_buffer;
         let build = || {
             Builder::from_config(config.clone())
@@ -115,6 +117,7 @@ impl RedisBus {
         let reconnects = subscriber.reconnect_rx();
         let messages = subscriber.message_rx();
         let errors = subscriber.error_rx();
+        let reconnects_for_log = subscriber.reconnect_rx();
         publisher.connect();
         subscriber.connect();
 
@@ -131,7 +134,7 @@ impl RedisBus {
             settings.channel_prefix.clone(),
             fanout,
         ));
-        tokio::spawn(log_connection_errors(errors));
+        tokio::spawn(log_connection_errors(errors, reconnects_for_log));
         Ok(bus)
     }
 }
@@ -319,13 +322,33 @@ async fn receive_loop(
     }
 }
 
+/// Warns once per outage, not once per reconnection attempt: the first error after a
+/// successful connection is a warning, the retries that follow are debug lines.
 async fn log_connection_errors(
     mut errors: tokio::sync::broadcast::Receiver<(
         fred::error::Error,
         Option<fred::types::config::Server>,
     )>,
+    mut reconnects: tokio::sync::broadcast::Receiver<fred::types::config::Server>,
 ) {
-    while let Ok((err, server)) = errors.recv().await {
-        tracing::warn!(cause = %err, server = ?server.map(|s| s.to_string()), "redis connection error; reconnecting");
+    let mut in_outage = false;
+    loop {
+        tokio::select! {
+            error = errors.recv() => {
+                let Ok((err, _server)) = error else { return };
+                if in_outage {
+                    tracing::debug!(cause = %err, "redis still unreachable");
+                } else {
+                    in_outage = true;
+                    tracing::warn!(cause = %err, "redis connection lost; reconnecting (rooms spanning workers are cut meanwhile)");
+                }
+            }
+            reconnect = reconnects.recv() => {
+                if let Err(tokio::sync::broadcast::error::RecvError::Closed) = reconnect {
+                    return;
+                }
+                in_outage = false;
+            }
+        }
     }
 }
