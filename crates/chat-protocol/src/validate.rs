@@ -59,7 +59,10 @@ pub struct Username(String);
 impl Username {
     pub fn parse(raw: &str, limits: &Limits) -> Result<Self, ProtocolError> {
         let invalid = |why: String| {
-            ProtocolError::new(ErrorCode::InvalidUsername, format!("invalid username: {why}"))
+            ProtocolError::new(
+                ErrorCode::InvalidUsername,
+                format!("invalid username: {why}"),
+            )
         };
         let trimmed = raw.trim();
         if trimmed.is_empty() {
@@ -99,8 +102,9 @@ pub struct ChatText(String);
 
 impl ChatText {
     pub fn parse(raw: String, limits: &Limits) -> Result<Self, ProtocolError> {
-        let invalid =
-            |why: String| ProtocolError::new(ErrorCode::InvalidText, format!("invalid text: {why}"));
+        let invalid = |why: String| {
+            ProtocolError::new(ErrorCode::InvalidText, format!("invalid text: {why}"))
+        };
         if raw.trim().is_empty() {
             return Err(invalid("it is empty".into()));
         }
@@ -145,7 +149,11 @@ mod tests {
             (Ok(room), Ok(want)) => assert_eq!(room.as_str(), want),
             (Err(err), Err(fragment)) => {
                 assert_eq!(err.code, ErrorCode::InvalidRoom);
-                assert!(err.message.contains(fragment), "{:?} lacks {fragment:?}", err.message);
+                assert!(
+                    err.message.contains(fragment),
+                    "{:?} lacks {fragment:?}",
+                    err.message
+                );
             }
             (got, want) => panic!("room {raw:?}: got {got:?}, want {want:?}"),
         }
@@ -170,7 +178,11 @@ mod tests {
             (Ok(name), Ok(want)) => assert_eq!(name.as_str(), want),
             (Err(err), Err(fragment)) => {
                 assert_eq!(err.code, ErrorCode::InvalidUsername);
-                assert!(err.message.contains(fragment), "{:?} lacks {fragment:?}", err.message);
+                assert!(
+                    err.message.contains(fragment),
+                    "{:?} lacks {fragment:?}",
+                    err.message
+                );
             }
             (got, want) => panic!("username {raw:?}: got {got:?}, want {want:?}"),
         }
@@ -195,7 +207,11 @@ mod tests {
             (Ok(text), Ok(())) => assert_eq!(text.as_str(), raw),
             (Err(err), Err(fragment)) => {
                 assert_eq!(err.code, ErrorCode::InvalidText);
-                assert!(err.message.contains(fragment), "{:?} lacks {fragment:?}", err.message);
+                assert!(
+                    err.message.contains(fragment),
+                    "{:?} lacks {fragment:?}",
+                    err.message
+                );
             }
             (got, want) => panic!("text {raw:?}: got {got:?}, want {want:?}"),
         }

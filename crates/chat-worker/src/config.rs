@@ -141,3 +141,15 @@ impl WorkerSettings {
         serde_json::to_string(self).unwrap_or_default()
     }
 }
+
+impl Default for WorkerSettings {
+    /// The settings of a command line with no flags (`CHAT_*` variables still apply).
+    fn default() -> Self {
+        #[derive(clap::Parser)]
+        struct Only {
+            #[command(flatten)]
+            settings: WorkerSettings,
+        }
+        <Only as clap::Parser>::parse_from(["worker"]).settings
+    }
+}

@@ -11,10 +11,13 @@ use chat_protocol::RoomId;
 use super::Bus;
 use crate::{fanout::LocalFanout, hub::Hub};
 
+/// Per room, the nodes subscribed to it (by node number) and how to reach them.
+type Subscriptions = HashMap<RoomId, Vec<(usize, LocalFanout)>>;
+
 /// The shared medium; every [`MemoryBus`] made from one broker reaches the others.
 #[derive(Clone, Default)]
 pub struct MemoryBroker {
-    subscribers: Arc<Mutex<HashMap<RoomId, Vec<(usize, LocalFanout)>>>>,
+    subscribers: Arc<Mutex<Subscriptions>>,
     next_node: Arc<Mutex<usize>>,
 }
 
@@ -35,7 +38,7 @@ impl MemoryBroker {
         self.lock().get(room).map_or(0, Vec::len)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RoomId, Vec<(usize, LocalFanout)>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Subscriptions> {
         self.subscribers.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

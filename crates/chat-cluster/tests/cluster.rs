@@ -1,0 +1,260 @@
+//! Real processes: the `chat-cluster` binary's workers and supervisor against a real
+//! redis-server, driven by a socket.io client over websockets.
+
+mod support;
+
+use std::time::Duration;
+
+use chat_client::{Client, Event};
+use serde_json::{Value, json};
+use support::{
+    Redis, Supervisor, WAIT, free_port, http_get, process_alive, start_worker, wait_until,
+};
+
+const ACK_WAIT: Duration = Duration::from_secs(5);
+
+async fn member(port: u16, room: &str, name: &str) -> Client {
+    let mut client = Client::connect(
+        &format!("http://127.0.0.1:{port}"),
+        &format!("roomid={room}"),
+    )
+    .await
+    .unwrap_or_else(|err| panic!("connect to {port}: {err}"));
+    let ack = client
+        .emit_with_ack("join", &json!({ "username": name }), ACK_WAIT)
+        .await
+        .expect("join ack");
+    assert_eq!(ack, json!({ "ok": true }));
+    client
+}
+
+fn said(event: &Event, text: &str) -> bool {
+    event.name == "message"
+        && event.data["event"] == "broadcast_say"
+        && event.data["data"]["text"] == text
+}
+
+async fn say(client: &mut Client, text: &str) -> Value {
+    client
+        .emit_with_ack("say", &json!({ "text": text }), ACK_WAIT)
+        .await
+        .expect("say ack")
+}
+
+/// Says probe messages from `from` until one reaches `to` (bounded): after a restart, each
+/// worker re-subscribes on its own schedule, and pub/sub keeps nothing for a late subscriber.
+async fn until_crosses(from: &mut Client, to: &mut Client, label: &str) {
+    for attempt in 0..50 {
+        let text = format!("{label} {attempt}");
+        say(from, &text).await;
+        if to
+            .next_matching(Duration::from_millis(200), |e| said(e, &text))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+    }
+    panic!("no {label} message crossed workers");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_span_worker_processes_through_redis_with_a_channel_per_occupied_room() {
+    let redis = Redis::start();
+    let (port_a, port_b) = (free_port(), free_port());
+    let _a = start_worker(port_a, &redis.url(), &["--channel-prefix", "t1:"]);
+    let _b = start_worker(port_b, &redis.url(), &["--channel-prefix", "t1:"]);
+
+    let mut ann = member(port_a, "lobby", "ann").await;
+    let mut bob = member(port_b, "lobby", "bob").await;
+    let mut eve = member(port_b, "side", "eve").await;
+    wait_until("both workers to subscribe to their rooms", WAIT, || {
+        let channels = redis.channels();
+        channels.contains(&"t1:room:lobby".to_owned())
+            && channels.contains(&"t1:room:side".to_owned())
+    });
+
+    // Subscriptions are in place; from here a message must cross.
+    say(&mut ann, "hi bob").await;
+    let heard = bob
+        .next_matching(WAIT, |e| said(e, "hi bob"))
+        .await
+        .expect("bob, on the other worker, hears ann");
+    assert_eq!(heard.data["data"]["username"], "ann");
+    say(&mut bob, "hi ann").await;
+    ann.next_matching(WAIT, |e| said(e, "hi ann"))
+        .await
+        .expect("ann hears bob");
+
+    say(&mut eve, "barrier").await;
+    eve.next_matching(WAIT, |e| said(e, "barrier"))
+        .await
+        .expect("eve hears herself");
+    let foreign: Vec<Event> = eve
+        .drain_events()
+        .into_iter()
+        .filter(|e| e.data["room"] != "side")
+        .collect();
+    assert!(
+        foreign.is_empty(),
+        "eve got messages of another room: {foreign:?}"
+    );
+
+    // The last local member leaving unsubscribes that worker from the room's channel.
+    eve.disconnect();
+    wait_until("the empty room's channel to be unsubscribed", WAIT, || {
+        !redis.channels().contains(&"t1:room:side".to_owned())
+    });
+    assert!(redis.channels().contains(&"t1:room:lobby".to_owned()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_redis_restart_workers_resubscribe_and_local_chat_never_stops() {
+    let mut redis = Redis::start();
+    let (port_a, port_b) = (free_port(), free_port());
+    let _a = start_worker(port_a, &redis.url(), &[]);
+    let _b = start_worker(port_b, &redis.url(), &[]);
+    let mut ann = member(port_a, "r", "ann").await;
+    let mut amy = member(port_a, "r", "amy").await;
+    let mut bob = member(port_b, "r", "bob").await;
+    wait_until("subscriptions", WAIT, || {
+        redis.channels().contains(&"chat:room:r".to_owned())
+    });
+
+    redis.stop();
+    wait_until("worker a to report degraded", WAIT, || {
+        http_get(port_a, "/ready").is_ok_and(|(status, _)| status == 503)
+    });
+    // Same-worker delivery does not need Redis.
+    let ack = say(&mut ann, "during the outage").await;
+    assert_eq!(ack["ok"], true);
+    amy.next_matching(WAIT, |e| said(e, "during the outage"))
+        .await
+        .expect("a member on the same worker hears it while Redis is down");
+
+    redis.restart();
+    wait_until("the room channel to be subscribed again", WAIT, || {
+        redis.channels().contains(&"chat:room:r".to_owned())
+    });
+    wait_until("worker b to report ready", WAIT, || {
+        http_get(port_b, "/ready").is_ok_and(|(status, _)| status == 200)
+    });
+    until_crosses(&mut ann, &mut bob, "a to b after the restart").await;
+    until_crosses(&mut bob, &mut ann, "b to a after the restart").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_started_without_redis_serves_local_rooms_and_joins_when_redis_appears() {
+    let mut redis = Redis::start();
+    redis.stop();
+    let port = free_port();
+    let _worker = start_worker(port, &redis.url(), &[]);
+    assert_eq!(http_get(port, "/ready").expect("ready").0, 503);
+    let mut one = member(port, "solo", "one").await;
+    let mut two = member(port, "solo", "two").await;
+    say(&mut one, "no redis needed").await;
+    two.next_matching(WAIT, |e| said(e, "no redis needed"))
+        .await
+        .expect("local delivery");
+    redis.restart();
+    wait_until("the worker to connect and subscribe", WAIT, || {
+        redis.channels().contains(&"chat:room:solo".to_owned())
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_supervisor_counts_respawns_killed_workers_and_stops_cleanly() {
+    let redis = Redis::start();
+    let supervisor = Supervisor::start(2, &redis.url());
+    // Both ready lines, in whichever order the workers finish starting.
+    let mut ready = std::collections::BTreeSet::new();
+    while ready.len() < 2 {
+        let line = supervisor.wait_line("worker_ready", |l| l["event"] == "worker_ready");
+        ready.insert(line["id"].as_u64().expect("id"));
+    }
+    assert!(
+        supervisor.status()["workers"]
+            .as_array()
+            .expect("workers")
+            .iter()
+            .all(|w| w["state"] == "ready")
+    );
+    let status = supervisor.status();
+    let ports: Vec<u16> = status["workers"]
+        .as_array()
+        .expect("workers array")
+        .iter()
+        .map(|w| w["port"].as_u64().expect("port") as u16)
+        .collect();
+    assert_eq!(ports, vec![supervisor.base_port, supervisor.base_port + 1]);
+
+    let mut ann = member(ports[0], "sup", "ann").await;
+    let mut bob = member(ports[1], "sup", "bob").await;
+    let _carl = member(ports[1], "sup", "carl").await;
+    wait_until("/status to count 3 connections", WAIT, || {
+        let status = supervisor.status();
+        status["total_connections"] == 3
+            && status["workers"][0]["connections"] == 1
+            && status["workers"][1]["connections"] == 2
+            && status["workers"][0]["rooms"] == 1
+    });
+
+    let old_pid = status["workers"][0]["pid"].as_u64().expect("pid") as u32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(old_pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill worker 0");
+    supervisor.wait_line("worker_exited", |l| {
+        l["event"] == "worker_exited" && l["pid"] == old_pid
+    });
+    let ready = supervisor.wait_line("worker_ready after respawn", |l| {
+        l["event"] == "worker_ready" && l["id"] == 0
+    });
+    let new_pid = ready["pid"].as_u64().expect("pid") as u32;
+    assert_ne!(new_pid, old_pid);
+    assert_eq!(ready["port"], ports[0]);
+    let status = supervisor.status();
+    assert_eq!(status["workers"][0]["restarts"], 1);
+    assert_eq!(
+        status["workers"][0]["connections"], 0,
+        "a dead worker's connections count as gone"
+    );
+    ann.closed(WAIT)
+        .await
+        .expect("ann's connection died with its worker");
+
+    // The respawned worker serves on the same port and rooms still span workers.
+    let mut ann = member(ports[0], "sup", "ann").await;
+    wait_until("the respawned worker to subscribe", WAIT, || {
+        redis.channels().contains(&"chat:room:sup".to_owned())
+    });
+    until_crosses(&mut ann, &mut bob, "from the respawned worker").await;
+    until_crosses(&mut bob, &mut ann, "to the respawned worker").await;
+
+    let worker_pids: Vec<u32> = supervisor.status()["workers"]
+        .as_array()
+        .expect("workers")
+        .iter()
+        .map(|w| w["pid"].as_u64().expect("pid") as u32)
+        .collect();
+    let mut supervisor = supervisor;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(supervisor.guard.pid() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM the supervisor");
+    bob.closed(WAIT)
+        .await
+        .expect("clients are closed on shutdown");
+    supervisor.wait_line("stopped", |l| l["event"] == "stopped");
+    let exit = supervisor
+        .guard
+        .child
+        .wait()
+        .expect("supervisor exit status");
+    assert!(exit.success(), "supervisor exited with {exit}");
+    for pid in worker_pids {
+        assert!(!process_alive(pid), "worker {pid} outlived the supervisor");
+    }
+}

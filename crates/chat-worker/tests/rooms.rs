@@ -1,0 +1,292 @@
+//! Workers in process: several workers on port 0 in one test, joined by the in-memory bus, driven
+//! by a real socket.io client over websockets.
+
+use std::time::Duration;
+
+use chat_client::{Client, ClientError, Event};
+use chat_protocol::{Limits, RoomId};
+use chat_worker::{BusKind, WorkerSettings, bus::memory::MemoryBroker, report::Reporter};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+struct TestWorker {
+    base: String,
+    _stop: oneshot::Sender<()>,
+}
+
+async fn start_worker(broker: &MemoryBroker, settings: WorkerSettings) -> TestWorker {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind port 0");
+    let base = format!("http://{}", listener.local_addr().expect("local addr"));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let bus = BusKind::Memory(broker.clone());
+    tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stopped.await;
+        };
+        chat_worker::run(listener, settings, bus, Reporter::disabled(), shutdown)
+            .await
+            .expect("worker runs");
+    });
+    TestWorker { base, _stop: stop }
+}
+
+async fn member(worker: &TestWorker, room: &str, name: &str) -> Client {
+    let mut client = Client::connect(&worker.base, &format!("roomid={room}"))
+        .await
+        .expect("connect");
+    let ack = client
+        .emit_with_ack("join", &json!({ "username": name }), WAIT)
+        .await
+        .expect("join ack");
+    assert_eq!(ack, json!({ "ok": true }));
+    client
+}
+
+fn is_message(event: &Event, kind: &str, text: Option<&str>) -> bool {
+    event.name == "message"
+        && event.data["event"] == kind
+        && text.is_none_or(|text| event.data["data"]["text"] == text)
+}
+
+async fn say(client: &mut Client, text: &str) -> Value {
+    client
+        .emit_with_ack("say", &json!({ "text": text }), WAIT)
+        .await
+        .expect("say ack")
+}
+
+fn room(name: &str) -> RoomId {
+    RoomId::parse(name, &Limits::default()).expect("valid room")
+}
+
+/// Waits (bounded) until `condition` holds; the bus reacts to disconnects asynchronously.
+async fn eventually(what: &str, condition: impl Fn() -> bool) {
+    for _ in 0..200 {
+        if condition() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test]
+async fn members_on_two_workers_chat_and_other_rooms_hear_nothing() {
+    let broker = MemoryBroker::default();
+    let one = start_worker(&broker, WorkerSettings::default()).await;
+    let two = start_worker(&broker, WorkerSettings::default()).await;
+
+    let mut ann = member(&one, "lobby", "ann").await;
+    let mut bob = member(&two, "lobby", "bob").await;
+    let mut eve = member(&two, "elsewhere", "eve").await;
+
+    let bob_joined = ann
+        .next_matching(WAIT, |e| {
+            is_message(e, "join", None) && e.data["data"]["username"] == "bob"
+        })
+        .await
+        .expect("ann sees bob join across workers");
+    assert_eq!(bob_joined.data["room"], "lobby");
+
+    let ack = say(&mut ann, "hello bob").await;
+    assert_eq!(ack["ok"], true);
+    let id = ack["id"].as_str().expect("say ack has an id").to_owned();
+    let heard = bob
+        .next_matching(WAIT, |e| is_message(e, "broadcast_say", Some("hello bob")))
+        .await
+        .expect("bob hears ann");
+    assert_eq!(heard.data["data"]["username"], "ann");
+    assert_eq!(heard.data["id"], id.as_str());
+    assert!(heard.data["ts"].as_u64().is_some_and(|ts| ts > 0));
+    // The sender is a member too, and hears itself.
+    ann.next_matching(WAIT, |e| is_message(e, "broadcast_say", Some("hello bob")))
+        .await
+        .expect("ann hears herself");
+
+    // Barrier: once eve's own message reached her, anything from lobby would have too.
+    say(&mut eve, "barrier").await;
+    eve.next_matching(WAIT, |e| is_message(e, "broadcast_say", Some("barrier")))
+        .await
+        .expect("eve hears herself");
+    let leaked: Vec<Event> = eve
+        .drain_events()
+        .into_iter()
+        .filter(|e| e.data["room"] != "elsewhere")
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "eve received another room's messages: {leaked:?}"
+    );
+
+    bob.disconnect();
+    let quit = ann
+        .next_matching(WAIT, |e| is_message(e, "broadcast_quit", None))
+        .await
+        .expect("ann sees bob quit");
+    assert_eq!(quit.data["data"]["username"], "bob");
+}
+
+#[tokio::test]
+async fn a_worker_subscribes_while_a_room_has_local_members() {
+    let broker = MemoryBroker::default();
+    let worker = start_worker(&broker, WorkerSettings::default()).await;
+    let lobby = room("lobby");
+    assert_eq!(broker.subscriber_count(&lobby), 0);
+
+    let first = member(&worker, "lobby", "a").await;
+    eventually("the first member to subscribe", || {
+        broker.subscriber_count(&lobby) == 1
+    })
+    .await;
+    let second = member(&worker, "lobby", "b").await;
+    first.disconnect();
+    // Still one local member: still subscribed, and only once.
+    let mut probe = member(&worker, "lobby", "c").await;
+    say(&mut probe, "still here").await;
+    assert_eq!(broker.subscriber_count(&lobby), 1);
+    second.disconnect();
+    probe.disconnect();
+    eventually("the last member's leaving to unsubscribe", || {
+        broker.subscriber_count(&lobby) == 0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn one_senders_messages_arrive_in_order_on_another_worker() {
+    let broker = MemoryBroker::default();
+    let one = start_worker(&broker, WorkerSettings::default()).await;
+    let two = start_worker(&broker, WorkerSettings::default()).await;
+    let sender = member(&one, "order", "sender").await;
+    let mut receiver = member(&two, "order", "receiver").await;
+    const COUNT: usize = 200;
+    for i in 0..COUNT {
+        sender
+            .emit("say", &json!({ "text": format!("m{i}") }))
+            .expect("emit");
+    }
+    for i in 0..COUNT {
+        let event = receiver
+            .next_matching(WAIT, |e| is_message(e, "broadcast_say", None))
+            .await
+            .unwrap_or_else(|err| panic!("message {i} missing: {err}"));
+        assert_eq!(
+            event.data["data"]["text"],
+            format!("m{i}"),
+            "out of order at {i}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn bad_input_gets_clear_errors_and_the_worker_keeps_serving() {
+    let broker = MemoryBroker::default();
+    let worker = start_worker(&broker, WorkerSettings::default()).await;
+
+    for bad_room in ["bad%20room", "a%2Fb", &"r".repeat(65)] {
+        match Client::connect(&worker.base, &format!("roomid={bad_room}")).await {
+            Err(ClientError::Refused(message)) => {
+                assert!(message.contains("invalid room id"), "{message}")
+            }
+            other => panic!(
+                "room {bad_room:?} was not refused: {:?}",
+                other.map(|c| c.sid().to_owned())
+            ),
+        }
+    }
+
+    let mut roomless = Client::connect(&worker.base, "")
+        .await
+        .expect("connect without room");
+    let ack = roomless
+        .emit_with_ack("join", &json!({ "username": "x" }), WAIT)
+        .await
+        .expect("ack");
+    assert_eq!(ack["error"]["code"], "no_room");
+
+    let mut client = Client::connect(&worker.base, "roomid=errors")
+        .await
+        .expect("connect");
+    let code = |ack: Value| ack["error"]["code"].as_str().unwrap_or("none").to_owned();
+    let before_join = client
+        .emit_with_ack("say", &json!({ "text": "hi" }), WAIT)
+        .await
+        .expect("ack");
+    assert_eq!(code(before_join), "not_joined");
+    for (payload, expected) in [
+        (json!(42), "invalid_payload"),
+        (json!(null), "invalid_payload"),
+        (json!([1, 2]), "invalid_payload"),
+        (json!({ "name": "x" }), "invalid_payload"),
+        (json!({ "username": "" }), "invalid_username"),
+        (json!({ "username": "x".repeat(33) }), "invalid_username"),
+        (json!({ "username": "a\u{0}b" }), "invalid_username"),
+    ] {
+        let ack = client
+            .emit_with_ack("join", &payload, WAIT)
+            .await
+            .expect("ack");
+        assert_eq!(code(ack), expected, "join {payload}");
+    }
+    let ack = client
+        .emit_with_ack("join", &json!({ "username": "ok" }), WAIT)
+        .await
+        .expect("ack");
+    assert_eq!(ack["ok"], true);
+    let again = client
+        .emit_with_ack("join", &json!({ "username": "ok" }), WAIT)
+        .await
+        .expect("ack");
+    assert_eq!(code(again), "already_joined");
+    for (payload, expected) in [
+        (json!({ "text": "" }), "invalid_text"),
+        (json!({ "text": "x".repeat(2001) }), "invalid_text"),
+        (json!({ "text": "\u{1b}[2J" }), "invalid_text"),
+        (json!({ "text": 7 }), "invalid_payload"),
+        (json!(true), "invalid_payload"),
+    ] {
+        let ack = client
+            .emit_with_ack("say", &payload, WAIT)
+            .await
+            .expect("ack");
+        assert_eq!(code(ack), expected, "say {payload}");
+    }
+    // Garbage packets: not socket.io, not JSON, unknown events. None may take the worker down.
+    for garbage in [
+        "42not json",
+        "4",
+        "42[]",
+        "42[1,2]",
+        "42[\"say\"",
+        "99",
+        "42[\"nope\",{}]",
+    ] {
+        let _ = client.send_raw(garbage.to_owned());
+    }
+    let mut fresh = member(&worker, "errors", "fresh").await;
+    let ack = say(&mut fresh, "still serving").await;
+    assert_eq!(ack["ok"], true);
+}
+
+#[tokio::test]
+async fn an_oversized_websocket_message_closes_only_that_connection() {
+    let broker = MemoryBroker::default();
+    let settings = WorkerSettings {
+        max_message_bytes: 4096,
+        ..WorkerSettings::default()
+    };
+    let worker = start_worker(&broker, settings).await;
+    let mut big = member(&worker, "big", "big").await;
+    let mut small = member(&worker, "big", "small").await;
+    big.send_raw(format!("42[\"say\",{{\"text\":\"{}\"}}]", "x".repeat(8192)))
+        .expect("send");
+    big.closed(WAIT)
+        .await
+        .expect("the oversized sender is cut off");
+    let ack = say(&mut small, "unaffected").await;
+    assert_eq!(ack["ok"], true);
+}
