@@ -42,9 +42,10 @@ pub fn render(options: &NginxOptions) -> String {
     let _ = writeln!(http, "    keepalive 64;");
     let _ = writeln!(http, "}}");
     let _ = writeln!(http);
+    // An empty Connection header on plain requests keeps upstream keepalive usable for polling.
     let _ = writeln!(
         http,
-        "map $http_upgrade $connection_upgrade {{\n    default upgrade;\n    ''      close;\n}}"
+        "map $http_upgrade $connection_upgrade {{\n    default upgrade;\n    ''      '';\n}}"
     );
     let _ = writeln!(http);
     let _ = writeln!(http, "server {{");
