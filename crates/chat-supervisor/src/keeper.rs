@@ -48,11 +48,7 @@ impl Keeper {
             if *stopping.borrow() {
                 break;
             }
-            backoff = if started.elapsed() >= STABLE_RUN {
-                Duration::ZERO
-            } else {
-                (backoff * 2).clamp(FIRST_BACKOFF, self.backoff_max.max(FIRST_BACKOFF))
-            };
+            backoff = next_backoff(backoff, started.elapsed(), self.backoff_max);
             if !backoff.is_zero() {
                 tracing::warn!(
                     worker = self.id,
@@ -170,6 +166,16 @@ impl Keeper {
     }
 }
 
+/// The wait before the next start: none after a stable run, else double the last wait, from
+/// [`FIRST_BACKOFF`] up to `max`.
+fn next_backoff(previous: Duration, ran_for: Duration, max: Duration) -> Duration {
+    if ran_for >= STABLE_RUN {
+        Duration::ZERO
+    } else {
+        (previous * 2).clamp(FIRST_BACKOFF, max.max(FIRST_BACKOFF))
+    }
+}
+
 fn describe_exit(status: std::process::ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     if let Some(code) = status.code() {
@@ -181,5 +187,29 @@ fn describe_exit(status: std::process::ExitStatus) -> String {
         }
     } else {
         "unknown".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stable_worker_restarts_at_once_and_a_crash_loop_backs_off_to_the_cap() {
+        let max = Duration::from_secs(2);
+        let crash = Duration::from_millis(10);
+        assert_eq!(
+            next_backoff(Duration::from_secs(1), STABLE_RUN, max),
+            Duration::ZERO
+        );
+        let mut waits = Vec::new();
+        let mut backoff = Duration::ZERO;
+        for _ in 0..6 {
+            backoff = next_backoff(backoff, crash, max);
+            waits.push(backoff.as_millis());
+        }
+        assert_eq!(waits, vec![250, 500, 1000, 2000, 2000, 2000]);
+        // Recovery resets the wait.
+        assert_eq!(next_backoff(backoff, STABLE_RUN * 2, max), Duration::ZERO);
     }
 }
