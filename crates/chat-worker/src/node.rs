@@ -11,7 +11,7 @@ use std::{
         Arc, OnceLock,
         atomic::{AtomicU64, Ordering},
     },
-    time::{SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use chat_protocol::{
@@ -32,6 +32,9 @@ use crate::{
     fanout::LocalFanout,
     hub::{Hub, Occupancy},
 };
+
+/// Longest a first member's connection waits for its room's subscription.
+const PREPARE_WAIT: Duration = Duration::from_secs(1);
 
 /// What this worker knows of one socket, kept in the socket's extensions.
 #[derive(Debug, Default)]
@@ -72,7 +75,7 @@ impl Node {
             let node = Arc::clone(self);
             move |socket: SocketRef| {
                 let node = Arc::clone(&node);
-                async move { node.admit(&socket) }
+                async move { node.admit(&socket).await }
             }
         };
         let on_connect = move |socket: SocketRef| {
@@ -84,7 +87,11 @@ impl Node {
 
     /// Handshake check: a `roomid` that is present must be valid. The answer to a bad one is a
     /// `connect_error` carrying the message, and no socket.
-    fn admit(&self, socket: &SocketRef) -> Result<(), ProtocolError> {
+    ///
+    /// For a room with no local member yet, the connection completes only once the bus has
+    /// subscribed to the room (bounded by [`PREPARE_WAIT`]), so a client that is connected receives
+    /// everything published to its room afterwards, from any worker.
+    async fn admit(&self, socket: &SocketRef) -> Result<(), ProtocolError> {
         let raw_room = socket
             .req_parts()
             .uri
@@ -93,6 +100,13 @@ impl Node {
         let room = raw_room
             .map(|raw| RoomId::parse(&raw, &self.limits))
             .transpose()?;
+        if let Some(room) = &room
+            && !self.hub.is_occupied(room)
+            && let Some(subscribed) = self.bus.prepare(room)
+        {
+            // Timing out or a dropped sender both mean: proceed without the guarantee.
+            let _ = tokio::time::timeout(PREPARE_WAIT, subscribed).await;
+        }
         socket.extensions.insert(Arc::new(Membership {
             room,
             username: OnceLock::new(),
@@ -185,6 +199,8 @@ impl Node {
         if self.hub.leave(room) == Occupancy::Changed {
             self.bus.occupancy_changed(room);
         }
+        // Out of the room first, so its own farewell is not sent to the closed socket.
+        socket.leave(room.as_str().to_owned());
         if let Some(username) = membership.username.get() {
             self.broadcast(room, RoomEventKind::Quit, username, None)
                 .await;

@@ -18,6 +18,15 @@ pub trait Bus: Send + Sync + 'static {
     /// The hub's occupancy of `room` changed: subscribe or unsubscribe to match it.
     fn occupancy_changed(&self, room: &RoomId);
 
+    /// Asks for `room`'s channel to be subscribed before a first local member's connection
+    /// completes, so that member misses nothing published after it connected. The answer
+    /// resolves once subscribed; `None` (or a dropped sender) means "do not wait": already
+    /// subscribed, the bus subscribes synchronously, or Redis is away.
+    fn prepare(&self, room: &RoomId) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        let _ = room;
+        None
+    }
+
     /// Whether the bus is connected now (for health reporting).
     fn is_connected(&self) -> bool;
 }

@@ -25,7 +25,7 @@ use fred::{
     prelude::{ClientLike, Config, EventInterface, PubsubInterface, ReconnectPolicy},
     types::Builder,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::Bus;
 use crate::{config::WorkerSettings, fanout::LocalFanout, hub::Hub};
@@ -56,6 +56,7 @@ pub struct RedisBus {
     prefix: String,
     publish_queue: mpsc::Sender<(String, String)>,
     occupancy: mpsc::UnboundedSender<RoomId>,
+    prepares: mpsc::UnboundedSender<(RoomId, oneshot::Sender<()>)>,
     subscriber: fred::prelude::Client,
     dropped_publishes: AtomicU64,
     publish_queue_full: AtomicBool,
@@ -104,10 +105,12 @@ impl RedisBus {
 
         let (publish_queue, publish_rx) = mpsc::channel(settings.bus_queue);
         let (occupancy, occupancy_rx) = mpsc::unbounded_channel();
+        let (prepares, prepares_rx) = mpsc::unbounded_channel();
         let bus = Arc::new(Self {
             prefix: settings.channel_prefix.clone(),
             publish_queue,
             occupancy,
+            prepares,
             subscriber: subscriber.clone(),
             dropped_publishes: AtomicU64::new(0),
             publish_queue_full: AtomicBool::new(false),
@@ -127,6 +130,7 @@ impl RedisBus {
             hub,
             settings.channel_prefix.clone(),
             occupancy_rx,
+            prepares_rx,
             reconnects,
         ));
         tokio::spawn(receive_loop(
@@ -165,6 +169,15 @@ impl Bus for RedisBus {
         let _ = self.occupancy.send(room.clone());
     }
 
+    fn prepare(&self, room: &RoomId) -> Option<oneshot::Receiver<()>> {
+        if !self.subscriber.is_connected() {
+            return None;
+        }
+        let (done, wait) = oneshot::channel();
+        self.prepares.send((room.clone(), done)).ok()?;
+        Some(wait)
+    }
+
     fn is_connected(&self) -> bool {
         self.subscriber.is_connected()
     }
@@ -199,6 +212,7 @@ async fn keep_subscriptions(
     hub: Arc<Hub>,
     prefix: String,
     mut occupancy: mpsc::UnboundedReceiver<RoomId>,
+    mut prepares: mpsc::UnboundedReceiver<(RoomId, oneshot::Sender<()>)>,
     mut reconnects: tokio::sync::broadcast::Receiver<fred::types::config::Server>,
 ) {
     let mut keeper = SubscriptionKeeper {
@@ -219,6 +233,7 @@ async fn keep_subscriptions(
                 let rooms: HashSet<RoomId> = noticed.drain(..).collect();
                 keeper.reconcile(rooms).await;
             }
+            Some((room, done)) = prepares.recv() => keeper.prepare(room, done).await,
             reconnect = reconnects.recv() => {
                 if let Err(tokio::sync::broadcast::error::RecvError::Closed) = reconnect {
                     return;
@@ -242,6 +257,24 @@ struct SubscriptionKeeper {
 }
 
 impl SubscriptionKeeper {
+    /// Subscribes `room` ahead of its first member's arrival and says when it is done. A failed
+    /// SUBSCRIBE drops `done`, which lets the connection proceed without waiting further.
+    async fn prepare(&mut self, room: RoomId, done: oneshot::Sender<()>) {
+        if !self.subscribed.contains(&room) {
+            if !self.client.is_connected() {
+                return;
+            }
+            let channel = room_channel(&self.prefix, &room);
+            if let Err(err) = self.client.subscribe(channel).await {
+                tracing::debug!(cause = %err, room = %room, "early subscribe failed");
+                return;
+            }
+            tracing::debug!(room = %room, "subscribed ahead of a first member");
+            self.subscribed.insert(room);
+        }
+        let _ = done.send(());
+    }
+
     async fn reconcile_all(&mut self) {
         let mut rooms: HashSet<RoomId> = self.hub.occupied_rooms().into_iter().collect();
         rooms.extend(self.subscribed.iter().cloned());
