@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The one test command: installs what is missing, builds, runs every test.
+#   1. Rust: unit tests, workers in process, real processes against a real redis-server
+#   2. JavaScript: the official socket.io client against real workers, Redis and nginx
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+section() { printf '\n==== %s ====\n' "$*"; }
+
+section "system packages"
+bash scripts/install-deps.sh
+
+section "build"
+cargo build --locked -p chat-cluster
+
+section "rust tests"
+cargo test --locked --workspace
+
+section "javascript end-to-end tests"
+(cd tests && npm ci --no-audit --no-fund --loglevel=error)
+(cd tests && CHAT_BIN="$PWD/../target/debug/chat-cluster" npm test)
