@@ -28,6 +28,10 @@ pub struct SupervisorSettings {
     #[arg(long, env = "CHAT_RESPAWN_BACKOFF_MAX_MS", default_value_t = 10_000)]
     pub respawn_backoff_max_ms: u64,
 
+    /// A line shown above the live table on a terminal (e.g. the URL users open).
+    #[arg(long, env = "CHAT_CONSOLE_NOTE", default_value = "")]
+    pub console_note: String,
+
     #[command(flatten)]
     pub worker: WorkerSettings,
 }

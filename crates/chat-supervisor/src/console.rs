@@ -15,13 +15,13 @@ use crate::state::ClusterState;
 
 const REFRESH: Duration = Duration::from_secs(1);
 
-pub fn spawn(state: Arc<ClusterState>) -> tokio::task::JoinHandle<()> {
+pub fn spawn(state: Arc<ClusterState>, note: String) -> tokio::task::JoinHandle<()> {
     let terminal = stdout_is_terminal();
     // Subscribed before the task starts, so no event announced after `spawn` returns is missed.
     let events = state.subscribe();
     tokio::spawn(async move {
         if terminal {
-            redraw_loop(state).await;
+            redraw_loop(state, note).await;
         } else {
             json_lines_loop(state, events).await;
         }
@@ -67,12 +67,15 @@ async fn json_lines_loop(
     }
 }
 
-async fn redraw_loop(state: Arc<ClusterState>) {
+async fn redraw_loop(state: Arc<ClusterState>, note: String) {
     let mut tick = tokio::time::interval(REFRESH);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let table = render_table(&state.status());
+        let mut table = render_table(&state.status());
+        if !note.is_empty() {
+            table = format!("{note}\n\n{table}");
+        }
         let mut out = std::io::stdout().lock();
         // Home the cursor and clear the screen, then draw.
         let _ = write!(out, "\x1b[H\x1b[2J{table}");

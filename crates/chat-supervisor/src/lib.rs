@@ -59,7 +59,7 @@ pub async fn run(settings: SupervisorSettings) -> anyhow::Result<()> {
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
 
     let state = Arc::new(ClusterState::new(settings.base_port, workers));
-    let console = console::spawn(Arc::clone(&state));
+    let console = console::spawn(Arc::clone(&state), settings.console_note.clone());
     let admin =
         tokio::spawn(axum::serve(admin_listener, admin::routes(Arc::clone(&state))).into_future());
     tracing::info!(workers, base_port = settings.base_port, admin = %admin_addr, "supervisor starting");
