@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 /// The environment variable through which a supervisor passes [`WorkerSettings`] to workers.
 pub const SETTINGS_ENV: &str = "CHAT_WORKER_SETTINGS";
 
-#[derive(Debug, Clone, PartialEq, Eq, clap::Args, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, clap::Args, Serialize, Deserialize)]
 pub struct WorkerSettings {
     /// Address workers listen on (0.0.0.0 to serve other hosts).
     #[arg(long, env = "CHAT_BIND", default_value = "127.0.0.1")]
@@ -59,6 +59,14 @@ pub struct WorkerSettings {
     #[arg(long, env = "CHAT_CONNECT_TIMEOUT_MS", default_value_t = 10_000)]
     pub connect_timeout_ms: u64,
 
+    /// Events (join, say) one client may send per second, sustained; more get `rate_limited`.
+    #[arg(long, env = "CHAT_RATE_PER_SEC", default_value_t = 10.0)]
+    pub rate_per_sec: f64,
+
+    /// Events one client may send at once before the per-second rate applies.
+    #[arg(long, env = "CHAT_RATE_BURST", default_value_t = 20.0)]
+    pub rate_burst: f64,
+
     /// Room frames waiting to be published to Redis before new ones are dropped.
     #[arg(long, env = "CHAT_BUS_QUEUE", default_value_t = 16_384)]
     pub bus_queue: usize,
@@ -78,6 +86,13 @@ impl WorkerSettings {
             max_room_id_len: self.max_room_id_len,
             max_username_chars: self.max_username_chars,
             max_text_chars: self.max_text_chars,
+        }
+    }
+
+    pub fn rate_limit(&self) -> crate::rate::RateLimit {
+        crate::rate::RateLimit {
+            per_second: self.rate_per_sec,
+            burst: self.rate_burst,
         }
     }
 
@@ -119,6 +134,9 @@ impl WorkerSettings {
                 "--max-message-bytes {} is too small for a chat message; use at least 1024",
                 self.max_message_bytes
             ));
+        }
+        if !(self.rate_per_sec > 0.0 && self.rate_burst >= 1.0) {
+            return Err("--rate-per-sec must be above 0 and --rate-burst at least 1".into());
         }
         if self.ping_interval_ms == 0 || self.ping_timeout_ms == 0 {
             return Err("ping interval and timeout must be greater than 0".into());

@@ -8,6 +8,7 @@ pub mod http;
 pub mod hub;
 pub mod listener;
 pub mod node;
+pub mod rate;
 pub mod report;
 pub mod server;
 

@@ -8,10 +8,10 @@
 
 use std::{
     sync::{
-        Arc, OnceLock,
+        Arc, Mutex, OnceLock,
         atomic::{AtomicU64, Ordering},
     },
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use chat_protocol::{
@@ -28,21 +28,24 @@ use socketioxide::{
 };
 
 use crate::{
-    bus::{Bus, memory::MemoryBroker},
+    bus::Bus,
     fanout::LocalFanout,
     hub::{Hub, Occupancy},
+    rate::{RateLimit, TokenBucket},
 };
 
 /// Longest a first member's connection waits for its room's subscription.
 const PREPARE_WAIT: Duration = Duration::from_secs(1);
 
 /// What this worker knows of one socket, kept in the socket's extensions.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Membership {
     /// The room of the handshake's `?roomid=`, if any. Fixed for the socket's life.
     room: Option<RoomId>,
     /// Set by the first successful `join`.
     username: OnceLock<Username>,
+    /// The socket's event budget. Uncontended: a worker runs on one thread.
+    bucket: Mutex<TokenBucket>,
 }
 
 pub struct Node {
@@ -50,18 +53,26 @@ pub struct Node {
     bus: Arc<dyn Bus>,
     fanout: LocalFanout,
     limits: Limits,
+    rate: RateLimit,
     next_message: AtomicU64,
     connects: AtomicU64,
     disconnects: AtomicU64,
 }
 
 impl Node {
-    pub fn new(hub: Arc<Hub>, bus: Arc<dyn Bus>, fanout: LocalFanout, limits: Limits) -> Self {
+    pub fn new(
+        hub: Arc<Hub>,
+        bus: Arc<dyn Bus>,
+        fanout: LocalFanout,
+        limits: Limits,
+        rate: RateLimit,
+    ) -> Self {
         Self {
             hub,
             bus,
             fanout,
             limits,
+            rate,
             next_message: AtomicU64::new(0),
             connects: AtomicU64::new(0),
             disconnects: AtomicU64::new(0),
@@ -110,13 +121,17 @@ impl Node {
         socket.extensions.insert(Arc::new(Membership {
             room,
             username: OnceLock::new(),
+            bucket: Mutex::new(TokenBucket::new(self.rate, Instant::now())),
         }));
         Ok(())
     }
 
     fn on_connect(self: Arc<Self>, socket: SocketRef) {
+        let Ok(membership) = membership(&socket) else {
+            let _ = socket.disconnect();
+            return;
+        };
         self.connects.fetch_add(1, Ordering::Relaxed);
-        let membership = membership(&socket);
         if let Some(room) = &membership.room {
             socket.join(room.as_str().to_owned());
             if self.hub.enter(room) == Occupancy::Changed {
@@ -157,7 +172,8 @@ impl Node {
         socket: &SocketRef,
         payload: Option<JoinPayload>,
     ) -> Result<(), ProtocolError> {
-        let membership = membership(socket);
+        let membership = membership(socket)?;
+        self.spend(&membership)?;
         let room = membership.room.as_ref().ok_or_else(no_room)?;
         let username = payload
             .ok_or_else(|| invalid_payload(JoinPayload::EXPECTED))?
@@ -176,7 +192,8 @@ impl Node {
         socket: &SocketRef,
         payload: Option<SayPayload>,
     ) -> Result<String, ProtocolError> {
-        let membership = membership(socket);
+        let membership = membership(socket)?;
+        self.spend(&membership)?;
         let room = membership.room.as_ref().ok_or_else(no_room)?;
         let username = membership.username.get().ok_or_else(|| {
             ProtocolError::new(ErrorCode::NotJoined, "send join {username} before say")
@@ -189,9 +206,31 @@ impl Node {
             .await)
     }
 
+    /// Takes one event from the socket's budget, or refuses the event.
+    fn spend(&self, membership: &Membership) -> Result<(), ProtocolError> {
+        let mut bucket = membership
+            .bucket
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if bucket.try_take(self.rate, Instant::now()) {
+            return Ok(());
+        }
+        Err(ProtocolError::new(
+            ErrorCode::RateLimited,
+            format!(
+                "too many events: at most {} per second; retry in {} ms",
+                self.rate.per_second,
+                bucket.wait_for_next(self.rate).as_millis().max(1)
+            ),
+        ))
+    }
+
     async fn on_disconnect(&self, socket: SocketRef) {
         self.disconnects.fetch_add(1, Ordering::Relaxed);
-        let membership = membership(&socket);
+        // A socket refused at the handshake never had a membership, nor a room to leave.
+        let Ok(membership) = membership(&socket) else {
+            return;
+        };
         tracing::debug!(sid = %socket.id, room = ?membership.room, "disconnected");
         let Some(room) = &membership.room else {
             return;
@@ -256,13 +295,15 @@ impl Node {
     }
 }
 
-fn membership(socket: &SocketRef) -> Arc<Membership> {
-    // `admit` inserts it before any handler can run; the default covers a socket that never
-    // went through `admit`, which would then simply have no room.
-    socket
-        .extensions
-        .get::<Arc<Membership>>()
-        .unwrap_or_default()
+/// The socket's membership, which `admit` inserts before any handler can run.
+fn membership(socket: &SocketRef) -> Result<Arc<Membership>, ProtocolError> {
+    socket.extensions.get::<Arc<Membership>>().ok_or_else(|| {
+        tracing::error!(sid = %socket.id, "socket without membership: admit did not run");
+        ProtocolError::new(
+            ErrorCode::InvalidPayload,
+            "internal error: socket not admitted",
+        )
+    })
 }
 
 fn no_room() -> ProtocolError {
@@ -300,19 +341,4 @@ fn unix_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_millis() as u64)
-}
-
-/// Builds a node over an in-memory broker (tests run several nodes in one process).
-pub fn memory_node(
-    io: &SocketIo,
-    broker: &MemoryBroker,
-    origin: chat_protocol::bus::NodeId,
-    limits: Limits,
-) -> Arc<Node> {
-    let hub = Arc::new(Hub::default());
-    let fanout = LocalFanout::new(io.clone(), origin);
-    let bus = broker.bus(Arc::clone(&hub), fanout.clone());
-    let node = Arc::new(Node::new(hub, bus, fanout, limits));
-    node.attach(io);
-    node
 }

@@ -67,7 +67,13 @@ pub async fn run(
         BusKind::Redis => RedisBus::start(&settings, Arc::clone(&hub), fanout.clone())?,
         BusKind::Memory(broker) => broker.bus(Arc::clone(&hub), fanout.clone()),
     };
-    let node = Arc::new(Node::new(hub, bus, fanout, settings.limits()));
+    let node = Arc::new(Node::new(
+        hub,
+        bus,
+        fanout,
+        settings.limits(),
+        settings.rate_limit(),
+    ));
     node.attach(&io);
 
     let app = http::routes(Arc::clone(&node)).layer(layer);

@@ -159,8 +159,13 @@ async fn a_worker_subscribes_while_a_room_has_local_members() {
 #[tokio::test]
 async fn one_senders_messages_arrive_in_order_on_another_worker() {
     let broker = MemoryBroker::default();
-    let one = start_worker(&broker, WorkerSettings::default()).await;
-    let two = start_worker(&broker, WorkerSettings::default()).await;
+    // A burst far above the default rate limit, which is not what this test is about.
+    let unlimited = WorkerSettings {
+        rate_burst: 1000.0,
+        ..WorkerSettings::default()
+    };
+    let one = start_worker(&broker, unlimited.clone()).await;
+    let two = start_worker(&broker, unlimited).await;
     let sender = member(&one, "order", "sender").await;
     let mut receiver = member(&two, "order", "receiver").await;
     const COUNT: usize = 200;
@@ -289,4 +294,49 @@ async fn an_oversized_websocket_message_closes_only_that_connection() {
         .expect("the oversized sender is cut off");
     let ack = say(&mut small, "unaffected").await;
     assert_eq!(ack["ok"], true);
+}
+
+#[tokio::test]
+async fn a_flooding_client_is_refused_and_others_are_not() {
+    let broker = MemoryBroker::default();
+    let settings = WorkerSettings {
+        rate_per_sec: 1.0,
+        rate_burst: 3.0,
+        ..WorkerSettings::default()
+    };
+    let worker = start_worker(&broker, settings).await;
+    // The join spends one event of the burst.
+    let mut flooder = member(&worker, "flood", "flooder").await;
+    let mut calm = member(&worker, "flood", "calm").await;
+    let mut answers = Vec::new();
+    for i in 0..5 {
+        answers.push(say(&mut flooder, &format!("flood {i}")).await);
+    }
+    let accepted = answers.iter().filter(|a| a["ok"] == true).count();
+    assert_eq!(accepted, 2, "burst of 3 minus the join: {answers:?}");
+    let refused = answers.last().expect("five answers");
+    assert_eq!(refused["error"]["code"], "rate_limited");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("at most 1 per second")),
+        "{refused}"
+    );
+    // Another client's budget is its own.
+    assert_eq!(say(&mut calm, "my turn").await["ok"], true);
+    // Exactly the accepted messages were broadcast, before calm's own.
+    let mut floods_heard = 0;
+    loop {
+        let event = calm.next_event(WAIT).await.expect("calm's events");
+        if is_message(&event, "broadcast_say", Some("my turn")) {
+            break;
+        }
+        if event.data["data"]["text"]
+            .as_str()
+            .is_some_and(|text| text.starts_with("flood"))
+        {
+            floods_heard += 1;
+        }
+    }
+    assert_eq!(floods_heard, 2, "refused messages must not reach the room");
 }

@@ -1,0 +1,90 @@
+//! Per-socket rate limiting: a token bucket refilled continuously at the sustained rate, holding
+//! at most the burst. Pure logic; the caller passes the clock so tests need none.
+
+use std::time::{Duration, Instant};
+
+/// The configured limit: `per_second` events sustained, `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst: f64,
+}
+
+#[derive(Debug)]
+pub struct TokenBucket {
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket: a new client may send a burst at once.
+    pub fn new(limit: RateLimit, now: Instant) -> Self {
+        Self {
+            tokens: limit.burst,
+            last: now,
+        }
+    }
+
+    /// Takes one token if there is one; false means the event is over the limit.
+    pub fn try_take(&mut self, limit: RateLimit, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last);
+        self.last = now;
+        self.tokens = (self.tokens + elapsed.as_secs_f64() * limit.per_second).min(limit.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// How long until the next token (for the error message).
+    pub fn wait_for_next(&self, limit: RateLimit) -> Duration {
+        let missing = (1.0 - self.tokens).max(0.0);
+        Duration::from_secs_f64(missing / limit.per_second.max(f64::MIN_POSITIVE))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMIT: RateLimit = RateLimit {
+        per_second: 10.0,
+        burst: 3.0,
+    };
+
+    #[test]
+    fn a_burst_passes_then_the_sustained_rate_holds() {
+        let start = Instant::now();
+        let mut bucket = TokenBucket::new(LIMIT, start);
+        assert!((0..3).all(|_| bucket.try_take(LIMIT, start)));
+        assert!(
+            !bucket.try_take(LIMIT, start),
+            "the fourth at once is over the burst"
+        );
+        assert!(bucket.wait_for_next(LIMIT) <= Duration::from_millis(100));
+        // 100 ms later one token (10 per second) has come back, and only one.
+        let later = start + Duration::from_millis(100);
+        assert!(bucket.try_take(LIMIT, later));
+        assert!(!bucket.try_take(LIMIT, later));
+        // A long pause refills up to the burst, not beyond.
+        let much_later = later + Duration::from_secs(60);
+        assert_eq!(
+            (0..10)
+                .filter(|_| bucket.try_take(LIMIT, much_later))
+                .count(),
+            3
+        );
+    }
+
+    #[test]
+    fn a_steady_sender_at_the_rate_is_never_refused() {
+        let start = Instant::now();
+        let mut bucket = TokenBucket::new(LIMIT, start);
+        for i in 0..1000 {
+            let now = start + Duration::from_millis(100 * i);
+            assert!(bucket.try_take(LIMIT, now), "refused at event {i}");
+        }
+    }
+}
