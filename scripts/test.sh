@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The one test command: installs what is missing, builds, runs every test.
 #   1. Rust: unit tests, workers in process, real processes against a real redis-server
-#   2. JavaScript: the official socket.io client against real workers, Redis and nginx
+#   2. JavaScript: the official socket.io client against real workers, Redis and nginx, and
+#      the chat page in headless Chromium
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 section() { printf '\n==== %s ====\n' "$*"; }
 
 section "system packages"
-bash scripts/install-deps.sh
+bash scripts/install-deps.sh --with-browser
 
 section "build"
 cargo build --locked -p chat-cluster
