@@ -52,17 +52,18 @@ pub enum FrameError {
 
 /// Splits a frame into its origin and its message JSON (not parsed here).
 pub fn decode_frame(frame: &str) -> Result<(NodeId, &str), FrameError> {
-    if frame.len() <= ORIGIN_HEX_LEN {
+    let bytes = frame.as_bytes();
+    if bytes.len() <= ORIGIN_HEX_LEN {
         return Err(FrameError::TooShort);
     }
-    let header = frame
-        .get(..ORIGIN_HEX_LEN + 1)
-        .ok_or(FrameError::BadOrigin)?;
-    let (hex, bar) = header.split_at(ORIGIN_HEX_LEN);
-    if bar != "|" || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+    // Checked as bytes: the header is ASCII once these hold, so the slices below fall on
+    // character boundaries (a frame's header is never trusted to be).
+    let (hex, rest) = bytes.split_at(ORIGIN_HEX_LEN);
+    if rest[0] != b'|' || !hex.iter().all(u8::is_ascii_hexdigit) {
         return Err(FrameError::BadOrigin);
     }
-    let origin = u64::from_str_radix(hex, 16).map_err(|_| FrameError::BadOrigin)?;
+    let origin =
+        u64::from_str_radix(&frame[..ORIGIN_HEX_LEN], 16).map_err(|_| FrameError::BadOrigin)?;
     Ok((NodeId(origin), &frame[ORIGIN_HEX_LEN + 1..]))
 }
 
@@ -94,6 +95,11 @@ mod tests {
             Err(FrameError::BadOrigin)
         );
         assert_eq!(decode_frame("ééééééééé|{}"), Err(FrameError::BadOrigin));
+        // Found by the property test: a multi-byte character straddling the header's end.
+        assert_eq!(
+            decode_frame("000000000000000é|{}"),
+            Err(FrameError::BadOrigin)
+        );
     }
 
     #[test]

@@ -1,0 +1,83 @@
+//! Property tests over everything that parses client input: payload decoding, validation and
+//! bus frames. Run longer with `PROPTEST_CASES=100000 cargo test -p chat-protocol --test fuzz`.
+
+use chat_protocol::{
+    ChatText, ErrorCode, Limits, RoomId, Username,
+    bus::{NodeId, decode_frame, encode_frame},
+    client::{JoinPayload, SayPayload},
+};
+use proptest::prelude::*;
+
+fn is_bidi_override(c: char) -> bool {
+    ('\u{202a}'..='\u{202e}').contains(&c)
+}
+
+fn limits() -> Limits {
+    Limits::default()
+}
+
+proptest! {
+    /// Whatever JSON-ish text arrives as an event payload, decoding and validating it returns
+    /// a value or a coded error, and never panics.
+    #[test]
+    fn payloads_never_panic(raw in ".{0,300}") {
+        if let Ok(payload) = serde_json::from_str::<JoinPayload>(&raw) {
+            let _ = payload.validate(&limits());
+        }
+        if let Ok(payload) = serde_json::from_str::<SayPayload>(&raw) {
+            let _ = payload.validate(&limits());
+        }
+    }
+
+    /// Structured payloads with arbitrary strings, including control and bidi characters.
+    #[test]
+    fn accepted_usernames_are_clean(name in "\\PC{0,40}|[\\x00-\\x1f\\u{202a}-\\u{202e} a-z]{0,40}") {
+        match Username::parse(&name, &limits()) {
+            Ok(username) => {
+                let accepted = username.as_str();
+                prop_assert!(!accepted.is_empty());
+                prop_assert_eq!(accepted, accepted.trim());
+                prop_assert!(accepted.chars().count() <= limits().max_username_chars);
+                prop_assert!(!accepted.chars().any(char::is_control));
+                prop_assert!(!accepted.chars().any(is_bidi_override));
+            }
+            Err(err) => prop_assert_eq!(err.code, ErrorCode::InvalidUsername),
+        }
+    }
+
+    #[test]
+    fn accepted_room_ids_use_only_the_safe_set(raw in ".{0,80}") {
+        match RoomId::parse(&raw, &limits()) {
+            Ok(room) => {
+                prop_assert!(!room.as_str().is_empty() && room.as_str().len() <= 64);
+                prop_assert!(room
+                    .as_str()
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-.:".contains(c)));
+            }
+            Err(err) => prop_assert_eq!(err.code, ErrorCode::InvalidRoom),
+        }
+    }
+
+    #[test]
+    fn accepted_texts_are_kept_verbatim_and_bounded(text in "\\PC{0,50}|[\\x00-\\x7f]{0,50}", repeat in 1usize..60) {
+        let raw = text.repeat(repeat);
+        match ChatText::parse(raw.clone(), &limits()) {
+            Ok(accepted) => {
+                prop_assert_eq!(accepted.as_str(), raw.as_str());
+                prop_assert!(raw.chars().count() <= limits().max_text_chars);
+                prop_assert!(raw.chars().all(|c| c == '\n' || c == '\t' || !c.is_control()));
+            }
+            Err(err) => prop_assert_eq!(err.code, ErrorCode::InvalidText),
+        }
+    }
+
+    /// Frames from Redis: any bytes decode to an error or to a frame, never a panic, and
+    /// every encoded frame decodes back.
+    #[test]
+    fn bus_frames(origin in any::<u64>(), json in ".{0,200}", garbage in ".{0,64}") {
+        let frame = encode_frame(NodeId(origin), &json);
+        prop_assert_eq!(decode_frame(&frame), Ok((NodeId(origin), json.as_str())));
+        let _ = decode_frame(&garbage);
+    }
+}
