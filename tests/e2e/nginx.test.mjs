@@ -47,3 +47,39 @@ describe("behind nginx", () => {
     for (const c of [poller, one, two]) c.disconnect();
   });
 });
+
+describe("scaling out behind nginx", () => {
+  after(cleanup);
+
+  test("nginx reloaded with an extra worker port: old connections stay, new ones reach the new worker", async () => {
+    const redis = await startRedis();
+    const cluster = await startCluster({ workers: 2, redisUrl: redis.url });
+    const [first, second] = cluster.ports.map((p) => `127.0.0.1:${p}`);
+    const nginx = await startNginx({ upstreams: [first] });
+
+    const early = await member(nginx.url, "scale", "early");
+    await until("the early client on worker 0", async () => (await cluster.status()).workers[0].connections === 1);
+
+    nginx.reload([first, second]);
+    // ip_hash keys on the first three octets of the client address: try clients from
+    // different 127.0.N.1 addresses until one lands on the added worker (bounded).
+    const late = [];
+    await until(
+      "a new connection through nginx to reach the added worker",
+      async () => {
+        const n = late.length + 1;
+        late.push(await member(nginx.url, "scale", `late${n}`, { localAddress: `127.0.${n}.1` }));
+        return (await cluster.status()).workers[1].connections > 0;
+      },
+      { timeoutMs: 15_000, everyMs: 10 },
+    );
+
+    // The connection made before the reload still works, across workers too.
+    assert.equal((await early.ack("say", { text: "still here after the reload" })).ok, true);
+    for (const client of late) await client.next("the early client's message", said("still here after the reload"));
+
+    for (const client of [early, ...late]) client.disconnect();
+    await nginx.stop();
+    await cluster.stop();
+  });
+});

@@ -273,19 +273,20 @@ export async function startNginx({ upstreams }) {
   const dir = mkdtempSync(path.join(os.tmpdir(), "chat-nginx-"));
   tempDirs.add(dir);
   chmodSync(dir, 0o755);
-  const conf = execFileSync(binary, [
-    "nginx-config",
-    "--upstream", upstreams.join(","),
-    "--listen", `127.0.0.1:${port}`,
-    "--runtime-dir", dir,
-  ]).toString();
   const confPath = path.join(dir, "nginx.conf");
-  writeFileSync(confPath, conf);
+  const render = (list) =>
+    execFileSync(binary, ["nginx-config", "--upstream", list.join(","), "--listen", `127.0.0.1:${port}`, "--runtime-dir", dir]).toString();
+  writeFileSync(confPath, render(upstreams));
   const child = track(spawn(nginxPath(), ["-c", confPath, "-p", `${dir}/`], { stdio: ["ignore", "ignore", "pipe"] }), "nginx");
   await until("nginx to serve /monitor", async () => (await fetch(`http://127.0.0.1:${port}/monitor`)).ok);
   return {
     port,
     url: `http://127.0.0.1:${port}`,
+    /** Regenerates the config for `list` and reloads nginx (new workers; old connections stay). */
+    reload(list) {
+      writeFileSync(confPath, render(list));
+      execFileSync(nginxPath(), ["-s", "reload", "-c", confPath, "-p", `${dir}/`]);
+    },
     async stop() {
       if (child.exitCode !== null) return;
       const exited = new Promise((resolve) => child.once("exit", resolve));

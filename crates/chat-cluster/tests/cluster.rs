@@ -258,3 +258,39 @@ async fn the_supervisor_counts_respawns_killed_workers_and_stops_cleanly() {
         assert!(!process_alive(pid), "worker {pid} outlived the supervisor");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_unreachable_at_start_degrades_without_a_crash_loop() {
+    let mut redis = Redis::start();
+    redis.stop();
+    let supervisor = Supervisor::start(2, &redis.url());
+    let ports = [supervisor.base_port, supervisor.base_port + 1];
+    for port in ports {
+        wait_until(
+            "a worker to answer /ready with 503 (degraded)",
+            WAIT,
+            || {
+                http_get(port, "/ready")
+                    .is_ok_and(|(status, body)| status == 503 && body.contains("redis"))
+            },
+        );
+    }
+    // Local rooms work meanwhile, and no worker was restarted over the missing Redis.
+    let mut one = member(ports[0], "local", "one").await;
+    let mut two = member(ports[0], "local", "two").await;
+    say(&mut one, "degraded but serving").await;
+    two.next_matching(WAIT, |e| said(e, "degraded but serving"))
+        .await
+        .expect("same-worker delivery without Redis");
+    let status = supervisor.status();
+    for worker in status["workers"].as_array().expect("workers") {
+        assert_eq!(worker["restarts"], 0, "{worker}");
+        assert_eq!(worker["state"], "ready", "{worker}");
+    }
+    redis.restart();
+    for port in ports {
+        wait_until("the workers to connect once Redis is up", WAIT, || {
+            http_get(port, "/ready").is_ok_and(|(status, _)| status == 200)
+        });
+    }
+}
