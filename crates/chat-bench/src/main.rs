@@ -1,0 +1,133 @@
+//! The `chat-bench` binary: parses a scenario's flags and runs it.
+
+use std::{net::SocketAddr, time::Duration};
+
+use chat_bench::{fanout, idle, loopback_sources, print_report};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "chat-bench",
+    about = "Load generator for chat-cluster (loopback targets only)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// C clients in R rooms, S senders at a rate: throughput, latency, loss, isolation.
+    Fanout {
+        /// Comma-separated host:port of workers (or of nginx).
+        #[arg(long, value_delimiter = ',', required = true)]
+        target: Vec<SocketAddr>,
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        #[arg(long, default_value_t = 10)]
+        rooms: usize,
+        #[arg(long, default_value_t = 100)]
+        senders: usize,
+        /// `say` per second per sender.
+        #[arg(long, default_value_t = 5.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 10.0)]
+        duration_secs: f64,
+        #[arg(long, default_value_t = 5.0)]
+        drain_secs: f64,
+        /// Spread clients over this many 127.0.N.1 source addresses (0: default address).
+        #[arg(long, default_value_t = 0)]
+        sources: usize,
+        #[arg(long, default_value = "bench-")]
+        room_prefix: String,
+    },
+    /// Open and hold N connections; report server RSS per connection.
+    Idle {
+        #[arg(long, value_delimiter = ',', required = true)]
+        target: Vec<SocketAddr>,
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+        /// Comma-separated pids of the server processes to measure.
+        #[arg(long, value_delimiter = ',', required = true)]
+        pids: Vec<u32>,
+        #[arg(long, default_value_t = 64)]
+        sources: usize,
+        #[arg(long, default_value_t = 2.0)]
+        hold_secs: f64,
+        #[arg(long, default_value_t = 100)]
+        rooms: usize,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        match cli.scenario {
+            Scenario::Fanout {
+                target,
+                clients,
+                rooms,
+                senders,
+                rate,
+                duration_secs,
+                drain_secs,
+                sources,
+                room_prefix,
+            } => {
+                ensure_loopback(&target)?;
+                let report = fanout::run(fanout::FanoutConfig {
+                    targets: target,
+                    clients,
+                    rooms,
+                    senders,
+                    rate,
+                    duration: Duration::from_secs_f64(duration_secs),
+                    drain: Duration::from_secs_f64(drain_secs),
+                    sources: if sources == 0 {
+                        Vec::new()
+                    } else {
+                        loopback_sources(sources)
+                    },
+                    room_prefix,
+                })
+                .await?;
+                print_report(&report);
+            }
+            Scenario::Idle {
+                target,
+                connections,
+                pids,
+                sources,
+                hold_secs,
+                rooms,
+            } => {
+                ensure_loopback(&target)?;
+                let report = idle::run(idle::IdleConfig {
+                    targets: target,
+                    connections,
+                    sources: loopback_sources(sources.max(1)),
+                    pids,
+                    hold: Duration::from_secs_f64(hold_secs),
+                    room_prefix: "idle-".into(),
+                    rooms,
+                })
+                .await?;
+                print_report(&report);
+            }
+        }
+        anyhow::Ok(())
+    })
+}
+
+/// Load goes to this machine only.
+fn ensure_loopback(targets: &[SocketAddr]) -> anyhow::Result<()> {
+    match targets.iter().find(|t| !t.ip().is_loopback()) {
+        Some(bad) => {
+            anyhow::bail!("{bad} is not a loopback address; chat-bench only loads this machine")
+        }
+        None => Ok(()),
+    }
+}

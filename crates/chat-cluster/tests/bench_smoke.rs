@@ -1,0 +1,91 @@
+//! A seconds-long smoke of each load scenario against real processes: it checks the load
+//! generator and its accounting (every expected delivery is delivered or counted lost, nothing
+//! foreign, nothing twice), not the speed, which BENCHMARKS.md measures.
+
+mod support;
+
+use std::{net::SocketAddr, time::Duration};
+
+use chat_bench::{fanout, idle, loopback_sources};
+use support::{Redis, Supervisor};
+
+fn worker_targets(supervisor: &Supervisor) -> Vec<SocketAddr> {
+    (0..2)
+        .map(|i| SocketAddr::from(([127, 0, 0, 1], supervisor.base_port + i)))
+        .collect()
+}
+
+fn ready(supervisor: &Supervisor) {
+    support::wait_until("both workers ready with Redis", support::WAIT, || {
+        (0..2).all(|i| {
+            support::http_get(supervisor.base_port + i, "/ready")
+                .is_ok_and(|(status, _)| status == 200)
+        })
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_accounts_for_every_delivery() {
+    let redis = Redis::start();
+    let supervisor = Supervisor::start(2, &redis.url());
+    ready(&supervisor);
+    let report = fanout::run(fanout::FanoutConfig {
+        targets: worker_targets(&supervisor),
+        clients: 40,
+        rooms: 4,
+        senders: 8,
+        rate: 5.0,
+        duration: Duration::from_secs(1),
+        drain: Duration::from_secs(3),
+        sources: loopback_sources(4),
+        room_prefix: "smoke-".into(),
+    })
+    .await
+    .expect("fanout runs");
+    assert_eq!(report.connected, 40, "{report:?}");
+    assert_eq!(report.connect_failures, 0);
+    assert!(report.sent > 0);
+    // Each sender's messages reach the 10 members of its room (itself included).
+    assert_eq!(report.expected, report.sent * 10, "{report:?}");
+    assert_eq!(
+        report.delivered + report.lost,
+        report.expected,
+        "{report:?}"
+    );
+    assert_eq!(report.lost, 0, "{report:?}");
+    assert_eq!(report.foreign, 0, "{report:?}");
+    assert_eq!(report.duplicated, 0, "{report:?}");
+    assert!(report.latency_ms_max >= report.latency_ms_p50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_holds_connections_from_many_source_addresses() {
+    let redis = Redis::start();
+    let supervisor = Supervisor::start(2, &redis.url());
+    ready(&supervisor);
+    let pids: Vec<u32> = supervisor.status()["workers"]
+        .as_array()
+        .expect("workers")
+        .iter()
+        .map(|w| w["pid"].as_u64().expect("pid") as u32)
+        .collect();
+    let report = idle::run(idle::IdleConfig {
+        targets: worker_targets(&supervisor),
+        connections: 300,
+        sources: loopback_sources(16),
+        pids,
+        hold: Duration::from_millis(500),
+        room_prefix: "idle-".into(),
+        rooms: 10,
+    })
+    .await
+    .expect("idle runs");
+    assert_eq!(report.connected, 300, "{report:?}");
+    assert_eq!(report.connect_failures, 0);
+    assert!(report.server_rss_after_kb >= report.server_rss_before_kb);
+    support::wait_until(
+        "the supervisor to count the held connections gone",
+        support::WAIT,
+        || supervisor.status()["total_connections"] == 0,
+    );
+}
