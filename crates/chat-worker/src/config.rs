@@ -43,6 +43,10 @@ pub struct WorkerSettings {
     #[arg(long, env = "CHAT_MAX_MESSAGE_BYTES", default_value_t = 16 * 1024)]
     pub max_message_bytes: usize,
 
+    /// Initial read buffer of each websocket connection, in bytes (grows for larger messages).
+    #[arg(long, env = "CHAT_WS_READ_BUFFER_BYTES", default_value_t = 1024)]
+    pub ws_read_buffer_bytes: usize,
+
     /// Packets queued for one client before further ones to it are dropped (slow consumer).
     #[arg(long, env = "CHAT_SEND_QUEUE", default_value_t = 128)]
     pub send_queue: usize,
@@ -120,6 +124,7 @@ impl WorkerSettings {
             ("max-text-chars", self.max_text_chars),
             ("max-message-bytes", self.max_message_bytes),
             ("send-queue", self.send_queue),
+            ("ws-read-buffer-bytes", self.ws_read_buffer_bytes),
             ("bus-queue", self.bus_queue),
             ("bus-receive-buffer", self.bus_receive_buffer),
         ];

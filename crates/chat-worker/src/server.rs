@@ -27,6 +27,7 @@ pub fn socket_io(settings: &WorkerSettings) -> (SocketIoLayer, SocketIo) {
         .max_payload(settings.max_message_bytes as u64)
         .ws_max_message_size(settings.max_message_bytes)
         .ws_max_frame_size(settings.max_message_bytes)
+        .ws_read_buffer_size(settings.ws_read_buffer_bytes)
         .build_layer()
 }
 
