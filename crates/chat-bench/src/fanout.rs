@@ -31,6 +31,8 @@ pub struct FanoutConfig {
     /// Source addresses to spread clients over (for nginx ip_hash); empty = the default.
     pub sources: Vec<IpAddr>,
     pub room_prefix: String,
+    /// Server processes (workers, Redis) whose CPU time is measured over the run.
+    pub server_pids: Vec<u32>,
 }
 
 #[derive(Debug, Serialize)]
@@ -55,6 +57,9 @@ pub struct FanoutReport {
     pub latency_ms_max: f64,
     pub send_seconds: f64,
     pub bench_cpu_seconds: f64,
+    /// CPU time of the server processes from the start of sending to the end of the drain.
+    pub server_cpu_seconds: f64,
+    pub server_cpu_us_per_delivery: f64,
 }
 
 /// What one receiving client saw.
@@ -216,8 +221,8 @@ pub async fn run(config: FanoutConfig) -> anyhow::Result<FanoutReport> {
             (i, sent, tally)
         }));
     }
+    let server_cpu_before = crate::processes_cpu_seconds(&config.server_pids);
     barrier.wait().await;
-    let send_started = Instant::now();
 
     let mut histogram =
         Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
@@ -232,8 +237,8 @@ pub async fn run(config: FanoutConfig) -> anyhow::Result<FanoutReport> {
         foreign += tally.foreign;
         histogram.add(&tally.latency_us).ok();
     }
+    let server_cpu_seconds = crate::processes_cpu_seconds(&config.server_pids) - server_cpu_before;
     let send_seconds = config.duration.as_secs_f64();
-    let _ = send_started;
     let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
     Ok(FanoutReport {
         scenario: "fanout",
@@ -256,6 +261,8 @@ pub async fn run(config: FanoutConfig) -> anyhow::Result<FanoutReport> {
         latency_ms_max: histogram.max() as f64 / 1000.0,
         send_seconds,
         bench_cpu_seconds: crate::cpu_seconds() - cpu_start,
+        server_cpu_seconds,
+        server_cpu_us_per_delivery: server_cpu_seconds * 1e6 / delivered.max(1) as f64,
     })
 }
 

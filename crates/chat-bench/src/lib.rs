@@ -17,6 +17,24 @@ pub fn cpu_seconds() -> f64 {
     })
 }
 
+/// CPU time (user + system) the given processes have used so far, in seconds, from
+/// /proc/<pid>/stat; a process that is gone counts as zero.
+pub fn processes_cpu_seconds(pids: &[u32]) -> f64 {
+    // SAFETY: sysconf has no preconditions; _SC_CLK_TCK is always defined on Linux.
+    let ticks_per_second = unsafe { nix::libc::sysconf(nix::libc::_SC_CLK_TCK) }.max(1) as f64;
+    pids.iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .filter_map(|stat| {
+            // Fields after the parenthesized command name: utime is the 12th, stime the 13th.
+            let after_name = &stat[stat.rfind(')')? + 2..];
+            let fields: Vec<&str> = after_name.split_whitespace().collect();
+            let utime: f64 = fields.get(11)?.parse().ok()?;
+            let stime: f64 = fields.get(12)?.parse().ok()?;
+            Some((utime + stime) / ticks_per_second)
+        })
+        .sum()
+}
+
 /// `count` loopback source addresses that differ in the third octet (127.0.1.1, 127.0.2.1, ...),
 /// so that nginx's `ip_hash`, which keys on the first three octets, spreads them.
 pub fn loopback_sources(count: usize) -> Vec<IpAddr> {

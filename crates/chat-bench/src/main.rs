@@ -40,6 +40,9 @@ enum Scenario {
         sources: usize,
         #[arg(long, default_value = "bench-")]
         room_prefix: String,
+        /// Comma-separated pids of the server processes (workers, Redis) to charge CPU to.
+        #[arg(long, value_delimiter = ',')]
+        server_pids: Vec<u32>,
     },
     /// Open and hold N connections; report server RSS per connection.
     Idle {
@@ -76,6 +79,7 @@ fn main() -> anyhow::Result<()> {
                 drain_secs,
                 sources,
                 room_prefix,
+                server_pids,
             } => {
                 ensure_loopback(&target)?;
                 let report = fanout::run(fanout::FanoutConfig {
@@ -92,6 +96,7 @@ fn main() -> anyhow::Result<()> {
                         loopback_sources(sources)
                     },
                     room_prefix,
+                    server_pids,
                 })
                 .await?;
                 print_report(&report);

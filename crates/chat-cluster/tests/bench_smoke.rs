@@ -39,6 +39,7 @@ async fn fanout_accounts_for_every_delivery() {
         drain: Duration::from_secs(3),
         sources: loopback_sources(4),
         room_prefix: "smoke-".into(),
+        server_pids: Vec::new(),
     })
     .await
     .expect("fanout runs");
