@@ -77,7 +77,10 @@ pub async fn run(
     ));
     node.attach(&io);
 
-    let app = http::routes(Arc::clone(&node)).layer(layer);
+    // The detaching layer runs first (outermost), before socketioxide keeps the request parts.
+    let app = http::routes(Arc::clone(&node))
+        .layer(layer)
+        .layer(axum::middleware::map_request(http::detach_from_read_buffer));
     let (stop_accepting, accepting_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         let _ = accepting_stopped.await;
