@@ -35,10 +35,6 @@ impl RoomId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-
-    pub fn into_string(self) -> String {
-        self.0
-    }
 }
 
 fn is_room_id_char(c: char) -> bool {

@@ -71,10 +71,6 @@ impl ClusterState {
         }
     }
 
-    pub fn slot(&self, id: u32) -> Option<WorkerSlot> {
-        self.lock().get(id as usize).cloned()
-    }
-
     pub fn status(&self) -> StatusResponse {
         let slots = self.lock();
         let workers: Vec<WorkerStatus> = slots
