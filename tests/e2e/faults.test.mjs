@@ -2,7 +2,7 @@
 
 import { after, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { alive, cleanup, member, said, startCluster, startRedis, until, untilCrosses } from "../support/harness.mjs";
+import { alive, cleanup, member, said, startCluster, startRedis, until, untilCrosses, within } from "../support/harness.mjs";
 
 describe("faults", () => {
   after(cleanup);
@@ -17,7 +17,22 @@ describe("faults", () => {
     const before = (await cluster.status()).workers[0];
     const mark = cluster.lines.length;
     process.kill(before.pid, "SIGKILL");
-    await cluster.waitLine("worker_exited", (l) => l.event === "worker_exited" && l.pid === before.pid, { since: mark });
+    const exited = await cluster.waitLine(`worker_exited of pid ${before.pid}`, (l) => l.event === "worker_exited" && l.pid === before.pid, {
+      since: mark,
+    });
+    assert.equal(exited.id, 0);
+    assert.equal(exited.port, before.port);
+    // The dead worker's connections stop counting at once: right after worker_exited, worker 0
+    // is either still the dead pid with no connections and not ready, or already its successor.
+    const right = await cluster.status();
+    const slot = right.workers[0];
+    if (slot.pid === before.pid) {
+      assert.equal(slot.connections, 0, `the killed worker still counts connections: ${JSON.stringify(slot)}`);
+      assert.notEqual(slot.state, "ready", `the killed worker is still shown ready: ${JSON.stringify(slot)}`);
+    }
+    assert.ok(slot.connections <= 1, `worker 0 counts more than ann: ${JSON.stringify(slot)}`);
+    assert.equal(right.total_connections, right.workers.reduce((sum, w) => sum + w.connections, 0));
+    assert.equal(right.workers[1].connections, 1, "bob on the other worker is still counted");
     const ready = await cluster.waitLine("worker_ready after respawn", (l) => l.event === "worker_ready" && l.id === 0, { since: mark });
     assert.notEqual(ready.pid, before.pid);
     assert.equal(ready.port, before.port);
@@ -66,7 +81,7 @@ describe("faults", () => {
     const { code, signal } = await cluster.stop();
     assert.equal(signal, null);
     assert.equal(code, 0);
-    await Promise.all(disconnects);
+    await within("both clients to be disconnected", Promise.all(disconnects));
     assert.ok(cluster.lines.some((l) => l.event === "stopped"), "the supervisor printed stopped");
     for (const pid of pids) assert.equal(alive(pid), false, `worker ${pid} outlived the supervisor`);
   });

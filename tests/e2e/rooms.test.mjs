@@ -117,8 +117,24 @@ describe("rooms across workers", () => {
       await member(cluster.url(1), "counted", "b"),
       await member(cluster.url(1), "counted", "c"),
     ];
-    await until("/status to count three more connections", async () => (await cluster.status()).total_connections === baseline + 3);
+    await until("/status to count three more connections", async () => (await cluster.status()).total_connections === baseline + 3, {
+      everyMs: 100,
+    });
+    const status = await until("/status to count one connection on worker 0 and two on worker 1", async () => {
+      const s = await cluster.status();
+      return s.workers[0].connections === 1 && s.workers[1].connections === 2 && s;
+    }, { everyMs: 100 });
+    assert.deepEqual(
+      status.workers.map((w) => [w.id, w.port, w.state, w.restarts]),
+      cluster.ports.map((port, id) => [id, port, "ready", 0]),
+      "workers listed in port order, ready, never restarted",
+    );
+    for (const w of status.workers) {
+      assert.equal(typeof w.pid, "number");
+      assert.ok(w.rooms >= 1, `worker ${w.id} counts the room "counted": ${JSON.stringify(w)}`);
+      assert.ok(w.up_since !== undefined && w.up_since !== null, `worker ${w.id} has up_since`);
+    }
     for (const c of clients) c.disconnect();
-    await until("/status to count them gone", async () => (await cluster.status()).total_connections === baseline);
+    await until("/status to count them gone", async () => (await cluster.status()).total_connections === baseline, { everyMs: 100 });
   });
 });

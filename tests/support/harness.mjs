@@ -10,13 +10,15 @@ import os from "node:os";
 import path from "node:path";
 import readline from "node:readline";
 import { fileURLToPath } from "node:url";
+import { afterEach } from "node:test";
 import { io } from "socket.io-client";
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 export const binary = process.env.CHAT_BIN || path.join(repoRoot, "target/debug/chat-cluster");
 const WAIT_MS = 10_000;
 
-const children = new Set();
+const children = new Set(); // running
+const started = []; // every process started by this test file, running or not, for failure reports
 const tempDirs = new Set();
 
 function track(child, name) {
@@ -26,7 +28,11 @@ function track(child, name) {
     // Keep the last 8 KiB of each child's stderr for failure reports.
     child.stderrTail = (child.stderrTail + chunk.toString()).slice(-8192);
   });
+  child.on("error", (err) => {
+    child.stderrTail += `\n[spawn error: ${err.message}]`;
+  });
   children.add(child);
+  started.push(child);
   child.on("exit", () => children.delete(child));
   return child;
 }
@@ -45,9 +51,10 @@ export async function cleanup() {
   await Promise.race([Promise.all(exits), sleep(5000)]);
   for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
   tempDirs.clear();
+  started.length = 0;
 }
 
-process.on("exit", () => {
+function killAll() {
   for (const child of children) {
     try {
       process.kill(child.pid, "SIGKILL");
@@ -55,14 +62,56 @@ process.on("exit", () => {
       // Already gone.
     }
   }
+}
+
+process.on("exit", killAll);
+// The test runner stops a file that overruns with a signal: leave no child behind then either.
+for (const signal of ["SIGINT", "SIGTERM"]) {
+  process.once(signal, () => {
+    killAll();
+    process.exit(signal === "SIGINT" ? 130 : 143);
+  });
+}
+
+// A failing test shows what the processes it ran said on stderr.
+afterEach((t) => {
+  if (!t.passed) console.error(`stderr of the processes started by this file, for the failed test "${t.name}":\n${childLogs()}`);
 });
 
-/** The stderr tails of the processes still running, for a failing test's message. */
+/** The stderr tails of the processes this file started (running or exited), for a failure report. */
 export function childLogs() {
-  return [...children].map((c) => `--- ${c.testName} (pid ${c.pid})\n${c.stderrTail}`).join("\n");
+  return started
+    .map((c) => {
+      const state = c.exitCode !== null || c.signalCode !== null ? `exited ${c.signalCode ?? c.exitCode}` : "running";
+      return `--- ${c.testName} (pid ${c.pid}, ${state})\n${c.stderrTail}`;
+    })
+    .join("\n");
+}
+
+/** Runs a setup step; on failure its error carries the children's stderr (hooks get no afterEach report). */
+async function setupStep(promise) {
+  try {
+    return await promise;
+  } catch (err) {
+    err.message += `\n${childLogs()}`;
+    throw err;
+  }
 }
 
 export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** `promise`, or a rejection naming `what` after `timeoutMs`. */
+export async function within(what, promise, timeoutMs = WAIT_MS) {
+  let timer;
+  const late = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)), timeoutMs);
+  });
+  try {
+    return await Promise.race([promise, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
 
 /** Polls `check` every `everyMs` until it returns a truthy value, or fails after `timeoutMs`. */
 export async function until(what, check, { timeoutMs = WAIT_MS, everyMs = 50 } = {}) {
@@ -70,7 +119,12 @@ export async function until(what, check, { timeoutMs = WAIT_MS, everyMs = 50 } =
   let lastError;
   while (Date.now() < deadline) {
     try {
-      const value = await check();
+      // A check that hangs (a request to a stuck server) must not outlive the deadline.
+      let timer;
+      const expired = new Promise((resolve) => {
+        timer = setTimeout(resolve, Math.max(0, deadline - Date.now()));
+      });
+      const value = await Promise.race([check(), expired]).finally(() => clearTimeout(timer));
       if (value) return value;
     } catch (err) {
       lastError = err;
@@ -117,6 +171,13 @@ function requireCommand(name, candidates) {
   throw new Error(`${name} is not installed: run \`bash scripts/install-deps.sh\``);
 }
 
+function requireBinary() {
+  if (!existsSync(binary)) {
+    throw new Error(`${binary} does not exist: build it with \`cargo build -p chat-cluster\` (or set CHAT_BIN)`);
+  }
+  return binary;
+}
+
 const redisServerPath = () => requireCommand("redis-server", ["/usr/bin/redis-server", "/usr/local/bin/redis-server"]);
 const nginxPath = () => requireCommand("nginx", ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"]);
 
@@ -161,7 +222,7 @@ export async function startRedis() {
         }),
         `redis-server:${port}`,
       );
-      await until("redis to answer PING", async () => (await redisCommand(port, "PING")).includes("PONG"));
+      await setupStep(until(`redis-server on port ${port} to answer PING`, async () => (await redisCommand(port, "PING")).includes("PONG")));
     },
     async stop() {
       const child = this.child;
@@ -181,7 +242,7 @@ export async function startRedis() {
 }
 
 async function getJson(url) {
-  const response = await fetch(url);
+  const response = await fetch(url, { signal: AbortSignal.timeout(5000) });
   if (!response.ok) throw new Error(`${url} answered ${response.status}`);
   return response.json();
 }
@@ -199,7 +260,7 @@ export async function startCluster({ workers = 2, redisUrl, extraArgs = [] }) {
   const adminPort = await freePort();
   const child = track(
     spawn(
-      binary,
+      requireBinary(),
       [
         "supervise",
         "--workers", String(workers),
@@ -216,7 +277,14 @@ export async function startCluster({ workers = 2, redisUrl, extraArgs = [] }) {
   const events = new EventEmitter();
   const lines = [];
   readline.createInterface({ input: child.stdout }).on("line", (text) => {
-    const line = JSON.parse(text); // The console prints only JSON when stdout is not a terminal.
+    // The console prints only JSON when stdout is not a terminal; anything else is kept as
+    // `non_json` for a test to see, rather than crashing the test file.
+    let line;
+    try {
+      line = JSON.parse(text);
+    } catch {
+      line = { event: "non_json", text };
+    }
     lines.push(line);
     events.emit("line", line);
   });
@@ -238,7 +306,7 @@ export async function startCluster({ workers = 2, redisUrl, extraArgs = [] }) {
       return new Promise((resolve, reject) => {
         const timer = setTimeout(() => {
           events.off("line", onLine);
-          reject(new Error(`timed out waiting for the supervisor to print ${what}\n${childLogs()}`));
+          reject(new Error(`timed out after ${timeoutMs} ms waiting for the supervisor to print ${what}`));
         }, timeoutMs);
         const onLine = (line) => {
           if (predicate(line)) {
@@ -250,21 +318,83 @@ export async function startCluster({ workers = 2, redisUrl, extraArgs = [] }) {
         events.on("line", onLine);
       });
     },
-    async stop() {
+    /** SIGTERM, then resolves with `{code, signal}` once the supervisor exits (bounded). */
+    async stop(timeoutMs = 15_000) {
       if (child.exitCode === null && child.signalCode === null) process.kill(child.pid, "SIGTERM");
-      return exited;
+      let timer;
+      const late = new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`the supervisor (pid ${child.pid}) did not exit within ${timeoutMs} ms of SIGTERM`)), timeoutMs);
+      });
+      try {
+        return await Promise.race([exited, late]);
+      } finally {
+        clearTimeout(timer);
+      }
     },
   };
-  await until("every worker to be ready", async () => {
-    const status = await cluster.status();
-    return status.workers.length === workers && status.workers.every((w) => w.state === "ready");
+  // Setup fails at once, with the supervisor's stderr, if the supervisor dies while starting.
+  const died = exited.then(({ code, signal }) => {
+    throw new Error(`the supervisor exited (${signal ?? `code ${code}`}) while starting`);
   });
+  died.catch(() => {});
+  await setupStep(
+    Promise.race([
+      died,
+      until(`/status on admin port ${adminPort} to show ${workers} ready workers`, async () => {
+        const status = await cluster.status();
+        return status.workers.length === workers && status.workers.every((w) => w.state === "ready");
+      }),
+    ]),
+  );
   // Serving starts before the Redis bus connects; tests about rooms across workers need both.
-  await until("every worker's Redis bus", async () => {
-    const answers = await Promise.all(cluster.ports.map((p) => fetch(`http://127.0.0.1:${p}/ready`)));
-    return answers.every((a) => a.status === 200);
-  });
+  await setupStep(
+    Promise.race([
+      died,
+      until("every worker's /ready (Redis bus connected)", async () => {
+        const answers = await Promise.all(cluster.ports.map((p) => fetch(`http://127.0.0.1:${p}/ready`)));
+        return answers.every((a) => a.status === 200);
+      }),
+    ]),
+  );
   return cluster;
+}
+
+/** `chat-cluster worker` alone on a free port; ready once `/monitor` answers 200. */
+export async function startWorker({ redisUrl, extraArgs = [] }) {
+  const port = await freePort();
+  const child = track(
+    spawn(requireBinary(), ["worker", "--port", String(port), "--redis-url", redisUrl, "--shutdown-grace-ms", "2000", ...extraArgs], {
+      stdio: ["ignore", "ignore", "pipe"],
+      env: withoutWorkerSettings(),
+    }),
+    `worker:${port}`,
+  );
+  const exited = new Promise((resolve) => child.once("exit", (code, signal) => resolve({ code, signal })));
+  const died = exited.then(({ code, signal }) => {
+    throw new Error(`the worker exited (${signal ?? `code ${code}`}) while starting`);
+  });
+  died.catch(() => {});
+  const url = `http://127.0.0.1:${port}`;
+  await setupStep(Promise.race([died, until(`the worker on port ${port} to answer /monitor`, async () => (await fetch(`${url}/monitor`)).ok)]));
+  return {
+    child,
+    port,
+    url,
+    exited,
+    /** SIGTERM, then resolves with `{code, signal}` once the worker exits (bounded). */
+    async stop(timeoutMs = 10_000) {
+      if (child.exitCode === null && child.signalCode === null) process.kill(child.pid, "SIGTERM");
+      let timer;
+      const late = new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`the worker (pid ${child.pid}) did not exit within ${timeoutMs} ms of SIGTERM`)), timeoutMs);
+      });
+      try {
+        return await Promise.race([exited, late]);
+      } finally {
+        clearTimeout(timer);
+      }
+    },
+  };
 }
 
 /** A real nginx in front of `upstreams`, with the config `chat-cluster nginx-config` generates. */
@@ -275,10 +405,10 @@ export async function startNginx({ upstreams }) {
   chmodSync(dir, 0o755);
   const confPath = path.join(dir, "nginx.conf");
   const render = (list) =>
-    execFileSync(binary, ["nginx-config", "--upstream", list.join(","), "--listen", `127.0.0.1:${port}`, "--runtime-dir", dir]).toString();
+    execFileSync(requireBinary(), ["nginx-config", "--upstream", list.join(","), "--listen", `127.0.0.1:${port}`, "--runtime-dir", dir]).toString();
   writeFileSync(confPath, render(upstreams));
   const child = track(spawn(nginxPath(), ["-c", confPath, "-p", `${dir}/`], { stdio: ["ignore", "ignore", "pipe"] }), "nginx");
-  await until("nginx to serve /monitor", async () => (await fetch(`http://127.0.0.1:${port}/monitor`)).ok);
+  await setupStep(until(`nginx on port ${port} to serve /monitor`, async () => (await fetch(`http://127.0.0.1:${port}/monitor`)).ok));
   return {
     port,
     url: `http://127.0.0.1:${port}`,
@@ -311,6 +441,9 @@ export function chatClient(url, { roomid, username, ...options } = {}) {
   });
   const received = [];
   const arrivals = new EventEmitter();
+  socket.on("connect_error", (err) => {
+    socket.lastConnectError = err;
+  });
   socket.on("message", (message) => {
     received.push(message);
     arrivals.emit("message", message);
@@ -332,7 +465,7 @@ export function chatClient(url, { roomid, username, ...options } = {}) {
       return new Promise((resolve, reject) => {
         const timer = setTimeout(() => {
           arrivals.off("message", onMessage);
-          reject(new Error(`timed out waiting for ${what}; received: ${JSON.stringify(received.slice(-5))}\n${childLogs()}`));
+          reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}; last received: ${JSON.stringify(received.slice(-5))}`));
         }, timeoutMs);
         const onMessage = (message) => {
           if (predicate(message)) {
@@ -350,7 +483,10 @@ export function chatClient(url, { roomid, username, ...options } = {}) {
     connected_() {
       if (socket.connected) return Promise.resolve();
       return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`connection to ${url} timed out`)), WAIT_MS);
+        const timer = setTimeout(() => {
+          const why = socket.lastConnectError ? ` (last connect_error: ${socket.lastConnectError.message})` : "";
+          reject(new Error(`timed out after ${WAIT_MS} ms waiting for a socket.io connection to ${url}${why}`));
+        }, WAIT_MS);
         socket.once("connect", () => {
           clearTimeout(timer);
           resolve();
@@ -385,7 +521,7 @@ export async function untilCrosses(from, to, label) {
       // Not subscribed yet: try again.
     }
   }
-  throw new Error(`no "${label}" message crossed workers\n${childLogs()}`);
+  throw new Error(`no "${label}" probe crossed workers in 50 tries`);
 }
 
 export function alive(pid) {

@@ -1,0 +1,40 @@
+// One `chat-cluster worker` run alone, as the README allows: its HTTP endpoints, and chat between
+// its own clients while its Redis is not there at all (local delivery never waits for Redis).
+
+import { after, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { cleanup, freePort, member, said, startWorker, within } from "../support/harness.mjs";
+
+describe("a worker alone", () => {
+  after(cleanup);
+
+  test("serves its endpoints and local rooms without Redis, and stops on SIGTERM", async () => {
+    // A port nothing listens on: the bus cannot connect.
+    const worker = await startWorker({ redisUrl: `redis://127.0.0.1:${await freePort()}` });
+
+    const monitor = await fetch(`${worker.url}/monitor`);
+    assert.equal(monitor.status, 200);
+    assert.equal((await monitor.text()).trim(), "OK");
+    const ready = await fetch(`${worker.url}/ready`);
+    assert.equal(ready.status, 503, "/ready reports the missing Redis bus");
+    const page = await fetch(`${worker.url}/?roomid=lobby`);
+    assert.equal(page.status, 200);
+    assert.match(page.headers.get("content-type") ?? "", /text\/html/);
+
+    const ann = await member(worker.url, "alone", "ann", { reconnection: false });
+    const bob = await member(worker.url, "alone", "bob", { reconnection: false });
+    const joined = await ann.next("bob's join", (m) => m.event === "join" && m.data.username === "bob");
+    assert.equal(joined.room, "alone");
+    const ack = await ann.ack("say", { text: "no redis needed" });
+    assert.equal(ack.ok, true);
+    const heard = await bob.next("ann's message", said("no redis needed"));
+    assert.deepEqual(heard.data, { username: "ann", text: "no redis needed" });
+    const own = await ann.next("ann's own message", said("no redis needed"));
+    assert.equal(own.id, ack.id);
+
+    const disconnects = [ann, bob].map((c) => new Promise((resolve) => c.once("disconnect", resolve)));
+    const { code, signal } = await worker.stop();
+    assert.deepEqual({ code, signal }, { code: 0, signal: null }, "a worker stopped by SIGTERM exits 0");
+    await within("both clients to be disconnected", Promise.all(disconnects));
+  });
+});
