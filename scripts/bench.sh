@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Measures the product and the old node design side by side, at the same load, on this machine:
-# a private Redis, then each server in turn (2 workers), the same chat-bench scenarios against
-# both. Writes the JSON lines to bench/results/<UTC date>.jsonl and prints a comparison.
+# Measures the product, the old node design and a bare-websocket floor side by side, at the same
+# load, on this machine: a private Redis, then each server in turn (2 workers; the floor is one
+# process with a thread per CPU), the same chat-bench scenarios against each. Writes the JSON lines to bench/results/<UTC date>.jsonl and prints a comparison.
 #
 #   bash scripts/bench.sh [--workers N] [--clients C] [--rooms R] [--senders S] [--rate R]
 #                         [--seconds T] [--idle N]
@@ -59,15 +59,17 @@ wait_ports() {
   done
 }
 
-run_scenarios() { # name, server pids (comma-separated)
-  local name=$1 pids=$2
+run_scenarios() { # name, server pids (comma-separated), [targets], [extra fanout flags]
+  local name=$1 pids=$2 to=${3:-$targets} extra=${4:-}
   # Idle first, on fresh processes: memory measured after a load run would be flattered by
   # heap already grown.
   echo "bench.sh: $name: idle" >&2
-  "$bin/chat-bench" idle --target "$targets" --connections "$idle" --pids "$pids" --sources 16 2>/dev/null \
+  # shellcheck disable=SC2086 # $extra is a list of flags
+  "$bin/chat-bench" idle $extra --target "$to" --connections "$idle" --pids "$pids" --sources 16 2>/dev/null \
     | sed "s/^{/{\"server\":\"$name\",\"commit\":\"$commit\",/" >> "$out"
   echo "bench.sh: $name: fanout" >&2
-  "$bin/chat-bench" fanout --target "$targets" --clients "$clients" --rooms "$rooms" --senders "$senders" \
+  # shellcheck disable=SC2086 # $extra is a list of flags
+  "$bin/chat-bench" fanout $extra --target "$to" --clients "$clients" --rooms "$rooms" --senders "$senders" \
     --rate "$rate" --duration-secs "$seconds" --drain-secs 3 --server-pids "$pids,$redis_pid" 2>/dev/null \
     | sed "s/^{/{\"server\":\"$name\",\"commit\":\"$commit\",/" >> "$out"
 }
@@ -90,6 +92,15 @@ wait_ports
 sleep 1
 run_scenarios node "$(pgrep -d, -P "$primary")"
 stop_all
+
+# The floor: one single-threaded process (like one product worker), plain websocket rooms, no
+# Redis: the least work a room broadcaster can do per delivery.
+"$bin/chat-bench" floor --listen "127.0.0.1:$base" > /dev/null 2>&1 &
+floor=$!
+started=("$floor")
+wait_ports
+run_scenarios floor "$floor" "127.0.0.1:$base" --raw
+stop_all
 kill -TERM "$redis_pid" 2>/dev/null || true
 
 python3 - "$out" <<'EOF'
@@ -106,11 +117,12 @@ metrics = [
     ("fanout", "server_cpu_us_per_delivery", "server CPU us/delivery", True),
     ("idle", "server_rss_per_connection_bytes", "RSS bytes/connection", True),
 ]
-print(f"{'metric':<26}{'product':>14}{'node':>14}{'node/product':>14}")
+print(f"{'metric':<26}{'product':>12}{'node':>12}{'floor':>12}{'node/product':>14}{'product/floor':>15}")
+fmt = lambda v: "-" if v is None else f"{v:.1f}" if isinstance(v, float) else str(v)
 for scenario, key, label, lower_is_better in metrics:
-    p, n = get("product", scenario, key), get("node", scenario, key)
-    ratio = f"{n / p:.2f}x" if p and n else "-"
-    fmt = lambda v: "-" if v is None else f"{v:.1f}" if isinstance(v, float) else str(v)
-    print(f"{label:<26}{fmt(p):>14}{fmt(n):>14}{ratio:>14}")
+    p, n, f = (get(s, scenario, key) for s in ("product", "node", "floor"))
+    node_ratio = f"{n / p:.2f}x" if p and n else "-"
+    floor_ratio = f"{p / f:.2f}x" if p and f else "-"
+    print(f"{label:<26}{fmt(p):>12}{fmt(n):>12}{fmt(f):>12}{node_ratio:>14}{floor_ratio:>15}")
 print(f"\nresults: {sys.argv[1]}")
 EOF

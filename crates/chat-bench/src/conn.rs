@@ -1,6 +1,6 @@
-//! One lean socket.io connection over websocket: a TCP socket (optionally bound to a chosen
-//! loopback source address, without using up a port per address), the engine.io and socket.io
-//! handshakes, and raw packets both ways.
+//! One lean connection: a TCP socket (optionally bound to a chosen loopback source address,
+//! without using up a port per address), a websocket on it, and for socket.io servers the
+//! engine.io and socket.io handshakes.
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -22,6 +22,35 @@ pub async fn connect(
     source: Option<IpAddr>,
     query: &str,
 ) -> anyhow::Result<Ws> {
+    let mut ws = open(
+        target,
+        source,
+        &format!("/socket.io/?EIO=4&transport=websocket&{query}"),
+    )
+    .await?;
+    let open = next_text(&mut ws).await?;
+    if !open.starts_with('0') {
+        bail!("expected engine.io OPEN, got {open:?}");
+    }
+    ws.send(Message::text("40")).await?;
+    loop {
+        let packet = next_text(&mut ws).await?;
+        if packet == "2" {
+            ws.send(Message::text("3")).await?;
+        } else if packet.starts_with("40") {
+            return Ok(ws);
+        } else {
+            bail!("socket.io CONNECT refused: {packet}");
+        }
+    }
+}
+
+/// Opens a plain websocket to `target` at `path_and_query` (the floor server speaks no socket.io).
+pub async fn open(
+    target: SocketAddr,
+    source: Option<IpAddr>,
+    path_and_query: &str,
+) -> anyhow::Result<Ws> {
     let socket = match target {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
         SocketAddr::V6(_) => TcpSocket::new_v6()?,
@@ -41,29 +70,15 @@ pub async fn connect(
     }
     let stream = socket.connect(target).await.context("tcp connect")?;
     stream.set_nodelay(true)?;
-    let url = format!("ws://{target}/socket.io/?EIO=4&transport=websocket&{query}");
-    let (mut ws, _) = tokio::time::timeout(
+    let url = format!("ws://{target}{path_and_query}");
+    let (ws, _) = tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
         tokio_tungstenite::client_async(url, stream),
     )
     .await
     .context("websocket handshake timed out")?
     .context("websocket handshake")?;
-    let open = next_text(&mut ws).await?;
-    if !open.starts_with('0') {
-        bail!("expected engine.io OPEN, got {open:?}");
-    }
-    ws.send(Message::text("40")).await?;
-    loop {
-        let packet = next_text(&mut ws).await?;
-        if packet == "2" {
-            ws.send(Message::text("3")).await?;
-        } else if packet.starts_with("40") {
-            return Ok(ws);
-        } else {
-            bail!("socket.io CONNECT refused: {packet}");
-        }
-    }
+    Ok(ws)
 }
 
 async fn next_text(ws: &mut Ws) -> anyhow::Result<String> {

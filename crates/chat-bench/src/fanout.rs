@@ -33,6 +33,10 @@ pub struct FanoutConfig {
     pub room_prefix: String,
     /// Server processes (workers, Redis) whose CPU time is measured over the run.
     pub server_pids: Vec<u32>,
+    /// Talk to the bare-websocket floor server instead of socket.io: no handshake, no join, and
+    /// each say is sent as the very `message` packet members should receive (the floor
+    /// forwards frames as they are), so accounting is the same as for socket.io servers.
+    pub raw: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -121,7 +125,11 @@ pub async fn run(config: FanoutConfig) -> anyhow::Result<FanoutReport> {
         let target = config.targets[i % config.targets.len()];
         let source = (!config.sources.is_empty()).then(|| config.sources[i % config.sources.len()]);
         let query = format!("roomid={}{}", config.room_prefix, room_of(i));
+        let raw = config.raw;
         pending.push_back(async move {
+            if raw {
+                return conn::open(target, source, &format!("/?{query}")).await;
+            }
             let mut ws = conn::connect(target, source, &query).await?;
             ws.send(event_packet(
                 "join",
@@ -155,6 +163,7 @@ pub async fn run(config: FanoutConfig) -> anyhow::Result<FanoutReport> {
         let sender = i < config.senders;
         let barrier = Arc::clone(&barrier);
         let deadline_drain = config.drain;
+        let raw = config.raw;
         tasks.push(tokio::spawn(async move {
             let (mut write, mut read) = ws.split();
             let mut tally = Tally {
@@ -181,7 +190,13 @@ pub async fn run(config: FanoutConfig) -> anyhow::Result<FanoutReport> {
                         }
                         let micros = start.elapsed().as_micros() as u64;
                         let text = probe_text(i, sent, micros);
-                        if write.send(event_packet("say", &json!({ "text": text }))).await.is_err() {
+                        let packet = if raw {
+                            let message = json!({ "event": "broadcast_say", "data": { "username": format!("c{i}"), "text": text }, "room": my_room });
+                            event_packet("message", &message)
+                        } else {
+                            event_packet("say", &json!({ "text": text }))
+                        };
+                        if write.send(packet).await.is_err() {
                             break;
                         }
                         sent += 1;

@@ -22,6 +22,8 @@ pub struct IdleConfig {
     pub hold: Duration,
     pub room_prefix: String,
     pub rooms: usize,
+    /// The target is the bare-websocket floor (no socket.io handshake).
+    pub raw: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -51,7 +53,14 @@ pub async fn run(config: IdleConfig) -> anyhow::Result<IdleReport> {
         let target = config.targets[i % config.targets.len()];
         let source = (!config.sources.is_empty()).then(|| config.sources[i % config.sources.len()]);
         let query = format!("roomid={}{}", config.room_prefix, i % config.rooms.max(1));
-        pending.push(async move { conn::connect(target, source, &query).await });
+        let raw = config.raw;
+        pending.push(async move {
+            if raw {
+                conn::open(target, source, &format!("/?{query}")).await
+            } else {
+                conn::connect(target, source, &query).await
+            }
+        });
         if pending.len() >= 512 {
             match pending.next().await {
                 Some(Ok(ws)) => held.push(ws),

@@ -4,6 +4,7 @@
 
 pub mod conn;
 pub mod fanout;
+pub mod floor;
 pub mod idle;
 
 use std::net::IpAddr;

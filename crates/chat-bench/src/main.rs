@@ -43,6 +43,17 @@ enum Scenario {
         /// Comma-separated pids of the server processes (workers, Redis) to charge CPU to.
         #[arg(long, value_delimiter = ',')]
         server_pids: Vec<u32>,
+        /// The target is the bare-websocket floor (`chat-bench floor`), not socket.io.
+        #[arg(long)]
+        raw: bool,
+    },
+    /// Serve the bare-websocket floor: plain websocket rooms, every frame forwarded as it is.
+    Floor {
+        #[arg(long, default_value = "127.0.0.1:7001")]
+        listen: SocketAddr,
+        /// Runtime threads; 1 (the default) runs on one thread, like a product worker.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
     },
     /// Open and hold N connections; report server RSS per connection.
     Idle {
@@ -59,11 +70,28 @@ enum Scenario {
         hold_secs: f64,
         #[arg(long, default_value_t = 100)]
         rooms: usize,
+        /// The target is the bare-websocket floor (`chat-bench floor`), not socket.io.
+        #[arg(long)]
+        raw: bool,
     },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Scenario::Floor { listen, threads } = cli.scenario {
+        ensure_loopback(&[listen])?;
+        let runtime = if threads <= 1 {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+        } else {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                .enable_all()
+                .build()?
+        };
+        return runtime.block_on(chat_bench::floor::serve(listen));
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -80,6 +108,7 @@ fn main() -> anyhow::Result<()> {
                 sources,
                 room_prefix,
                 server_pids,
+                raw,
             } => {
                 ensure_loopback(&target)?;
                 let report = fanout::run(fanout::FanoutConfig {
@@ -97,10 +126,13 @@ fn main() -> anyhow::Result<()> {
                     },
                     room_prefix,
                     server_pids,
+                    raw,
                 })
                 .await?;
                 print_report(&report);
             }
+            // Served above, on its own multi-thread runtime.
+            Scenario::Floor { .. } => {}
             Scenario::Idle {
                 target,
                 connections,
@@ -108,6 +140,7 @@ fn main() -> anyhow::Result<()> {
                 sources,
                 hold_secs,
                 rooms,
+                raw,
             } => {
                 ensure_loopback(&target)?;
                 let report = idle::run(idle::IdleConfig {
@@ -118,6 +151,7 @@ fn main() -> anyhow::Result<()> {
                     hold: Duration::from_secs_f64(hold_secs),
                     room_prefix: "idle-".into(),
                     rooms,
+                    raw,
                 })
                 .await?;
                 print_report(&report);

@@ -40,6 +40,7 @@ async fn fanout_accounts_for_every_delivery() {
         sources: loopback_sources(4),
         room_prefix: "smoke-".into(),
         server_pids: Vec::new(),
+        raw: false,
     })
     .await
     .expect("fanout runs");
@@ -78,6 +79,7 @@ async fn idle_holds_connections_from_many_source_addresses() {
         hold: Duration::from_millis(500),
         room_prefix: "idle-".into(),
         rooms: 10,
+        raw: false,
     })
     .await
     .expect("idle runs");
@@ -88,5 +90,43 @@ async fn idle_holds_connections_from_many_source_addresses() {
         "the supervisor to count the held connections gone",
         support::WAIT,
         || supervisor.status()["total_connections"] == 0,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_floor_forwards_frames_and_is_accounted_the_same_way() {
+    let port = support::free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    tokio::spawn(chat_bench::floor::serve(addr));
+    support::wait_until("the floor to listen", support::WAIT, || {
+        std::net::TcpStream::connect(addr).is_ok()
+    });
+    let report = fanout::run(fanout::FanoutConfig {
+        targets: vec![addr],
+        clients: 30,
+        rooms: 3,
+        senders: 6,
+        rate: 5.0,
+        duration: Duration::from_secs(1),
+        drain: Duration::from_secs(2),
+        sources: Vec::new(),
+        room_prefix: "floor-".into(),
+        server_pids: Vec::new(),
+        raw: true,
+    })
+    .await
+    .expect("fanout against the floor runs");
+    assert_eq!(report.connected, 30, "{report:?}");
+    assert!(report.sent > 0);
+    assert_eq!(report.expected, report.sent * 10, "{report:?}");
+    assert_eq!(
+        report.delivered + report.lost,
+        report.expected,
+        "{report:?}"
+    );
+    assert_eq!(
+        (report.lost, report.foreign, report.duplicated),
+        (0, 0, 0),
+        "{report:?}"
     );
 }
