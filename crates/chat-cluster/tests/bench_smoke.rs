@@ -24,6 +24,26 @@ fn ready(supervisor: &Supervisor) {
     });
 }
 
+/// Every client connected, something was sent, each message was expected at every member of
+/// its room (`members` each, the sender included), and each expected delivery arrived exactly
+/// once, in its own room.
+fn assert_accounted(report: &fanout::FanoutReport, clients: usize, members: u64) {
+    assert_eq!(report.connected, clients, "{report:?}");
+    assert_eq!(report.connect_failures, 0, "{report:?}");
+    assert!(report.sent > 0, "{report:?}");
+    assert_eq!(report.expected, report.sent * members, "{report:?}");
+    assert_eq!(
+        report.delivered + report.lost,
+        report.expected,
+        "{report:?}"
+    );
+    assert_eq!(
+        (report.lost, report.foreign, report.duplicated),
+        (0, 0, 0),
+        "{report:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fanout_accounts_for_every_delivery() {
     let redis = Redis::start();
@@ -44,19 +64,7 @@ async fn fanout_accounts_for_every_delivery() {
     })
     .await
     .expect("fanout runs");
-    assert_eq!(report.connected, 40, "{report:?}");
-    assert_eq!(report.connect_failures, 0);
-    assert!(report.sent > 0);
-    // Each sender's messages reach the 10 members of its room (itself included).
-    assert_eq!(report.expected, report.sent * 10, "{report:?}");
-    assert_eq!(
-        report.delivered + report.lost,
-        report.expected,
-        "{report:?}"
-    );
-    assert_eq!(report.lost, 0, "{report:?}");
-    assert_eq!(report.foreign, 0, "{report:?}");
-    assert_eq!(report.duplicated, 0, "{report:?}");
+    assert_accounted(&report, 40, 10);
     assert!(report.latency_ms_max >= report.latency_ms_p50);
 }
 
@@ -116,17 +124,5 @@ async fn the_floor_forwards_frames_and_is_accounted_the_same_way() {
     })
     .await
     .expect("fanout against the floor runs");
-    assert_eq!(report.connected, 30, "{report:?}");
-    assert!(report.sent > 0);
-    assert_eq!(report.expected, report.sent * 10, "{report:?}");
-    assert_eq!(
-        report.delivered + report.lost,
-        report.expected,
-        "{report:?}"
-    );
-    assert_eq!(
-        (report.lost, report.foreign, report.duplicated),
-        (0, 0, 0),
-        "{report:?}"
-    );
+    assert_accounted(&report, 30, 10);
 }
