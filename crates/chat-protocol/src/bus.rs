@@ -1,5 +1,6 @@
 //! What crosses Redis between workers: one pub/sub channel per room, carrying frames of
-//! `<origin node id, 16 hex digits>|<the room message JSON>`.
+//! `<origin node id, 16 hex digits>|<the room message JSON>`, and one per logged-in user
+//! (`<prefix>user:<id>`, carrying [`crate::people::UserFrame`]s).
 //!
 //! The JSON part is the exact `message` payload clients receive, so a receiving worker hands it
 //! to its local sockets without decoding and re-encoding it. The origin lets a worker skip its
@@ -7,7 +8,7 @@
 
 use std::fmt;
 
-use crate::RoomId;
+use crate::{RoomId, UserId};
 
 /// Identifies one worker process for the lifetime of the process (random at start, so a
 /// respawned worker is a new node).
@@ -21,6 +22,50 @@ impl fmt::Display for NodeId {
 }
 
 const ORIGIN_HEX_LEN: usize = 16;
+
+/// Something a worker subscribes to while it has local sockets for it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Topic {
+    Room(RoomId),
+    User(UserId),
+}
+
+impl Topic {
+    /// The topic's Redis channel.
+    pub fn channel(&self, prefix: &str) -> String {
+        match self {
+            Self::Room(room) => room_channel(prefix, room),
+            Self::User(user) => crate::people::user_channel(prefix, user),
+        }
+    }
+}
+
+impl fmt::Display for Topic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Room(room) => write!(f, "room:{room}"),
+            Self::User(user) => write!(f, "user:{user}"),
+        }
+    }
+}
+
+/// The topic a channel belongs to, as named in the channel (not validated again: the worker
+/// subscribed to it from a validated id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelTopic<'a> {
+    Room(&'a str),
+    User(&'a str),
+}
+
+/// Which topic `channel` is the channel of, if it is one of ours.
+pub fn topic_of_channel<'a>(prefix: &str, channel: &'a str) -> Option<ChannelTopic<'a>> {
+    let rest = channel.strip_prefix(prefix)?;
+    if let Some(room) = rest.strip_prefix("room:") {
+        Some(ChannelTopic::Room(room))
+    } else {
+        rest.strip_prefix("user:").map(ChannelTopic::User)
+    }
+}
 
 /// The Redis channel of a room: `<prefix>room:<room id>`.
 pub fn room_channel(prefix: &str, room: &RoomId) -> String {
@@ -110,5 +155,17 @@ mod tests {
         assert_eq!(room_of_channel("chat:", &channel), Some("lobby"));
         assert_eq!(room_of_channel("other:", &channel), None);
         assert_eq!(room_of_channel("chat:", "chat:user:x"), None);
+        let user = UserId::parse("ann", &Limits::default()).unwrap();
+        let channel = Topic::User(user).channel("chat:");
+        assert_eq!(channel, "chat:user:ann");
+        assert_eq!(
+            topic_of_channel("chat:", &channel),
+            Some(ChannelTopic::User("ann"))
+        );
+        assert_eq!(
+            topic_of_channel("chat:", "chat:room:lobby"),
+            Some(ChannelTopic::Room("lobby"))
+        );
+        assert_eq!(topic_of_channel("chat:", "chat:other"), None);
     }
 }

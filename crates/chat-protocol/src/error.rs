@@ -23,6 +23,19 @@ pub enum ErrorCode {
     AlreadyJoined,
     /// The client sends faster than the configured rate.
     RateLimited,
+    /// The user id is empty, too long or has characters outside the allowed set.
+    InvalidUser,
+    /// The device id is empty, too long or has characters outside the allowed set.
+    InvalidDevice,
+    /// A people event (`chat`, `geo`) before `login`.
+    NotLoggedIn,
+    /// A second `login` on the same socket.
+    AlreadyLoggedIn,
+    /// The recipient's inbox holds as many waiting messages as allowed; the message was not
+    /// stored. Retry later.
+    InboxFull,
+    /// The store (Redis) is unreachable or failed; nothing was stored. Retry later.
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -36,6 +49,12 @@ impl ErrorCode {
             Self::NotJoined => "not_joined",
             Self::AlreadyJoined => "already_joined",
             Self::RateLimited => "rate_limited",
+            Self::InvalidUser => "invalid_user",
+            Self::InvalidDevice => "invalid_device",
+            Self::NotLoggedIn => "not_logged_in",
+            Self::AlreadyLoggedIn => "already_logged_in",
+            Self::InboxFull => "inbox_full",
+            Self::Unavailable => "unavailable",
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod bus;
 pub mod client;
 pub mod error;
 pub mod limits;
+pub mod people;
 pub mod report;
 pub mod server;
 pub mod status;
@@ -15,4 +16,4 @@ pub mod validate;
 
 pub use error::{ErrorCode, ProtocolError};
 pub use limits::Limits;
-pub use validate::{ChatText, RoomId, Username};
+pub use validate::{ChatText, ClientMsgId, DeviceId, RoomId, UserId, Username};

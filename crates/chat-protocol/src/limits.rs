@@ -10,12 +10,15 @@ pub struct Limits {
     pub max_username_chars: usize,
     /// Longest accepted chat text, in characters.
     pub max_text_chars: usize,
+    /// Longest accepted user id, device id or client message id, in bytes (they are ASCII).
+    pub max_user_id_len: usize,
 }
 
 impl Limits {
     pub const DEFAULT_MAX_ROOM_ID_LEN: usize = 64;
     pub const DEFAULT_MAX_USERNAME_CHARS: usize = 32;
     pub const DEFAULT_MAX_TEXT_CHARS: usize = 2000;
+    pub const DEFAULT_MAX_USER_ID_LEN: usize = 64;
 }
 
 impl Default for Limits {
@@ -24,6 +27,7 @@ impl Default for Limits {
             max_room_id_len: Self::DEFAULT_MAX_ROOM_ID_LEN,
             max_username_chars: Self::DEFAULT_MAX_USERNAME_CHARS,
             max_text_chars: Self::DEFAULT_MAX_TEXT_CHARS,
+            max_user_id_len: Self::DEFAULT_MAX_USER_ID_LEN,
         }
     }
 }

@@ -47,6 +47,72 @@ impl fmt::Display for RoomId {
     }
 }
 
+/// A user id: 1 to `max_user_id_len` ASCII characters from `A-Z a-z 0-9 _ - . : @`. User ids
+/// name Redis keys and channels (`<prefix>inbox:<user>`), so the set is as narrow as room ids'.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserId(String);
+
+/// A device id, chosen by the client per installation: same characters and length as a user id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DeviceId(String);
+
+/// A sender's own id for one direct message, for retries without duplicates: same characters
+/// and length as a user id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClientMsgId(String);
+
+macro_rules! identifier {
+    ($name:ident, $code:expr, $what:literal) => {
+        impl $name {
+            pub fn parse(raw: &str, limits: &Limits) -> Result<Self, ProtocolError> {
+                parse_identifier(raw, limits.max_user_id_len, $code, $what).map(Self)
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+identifier!(UserId, ErrorCode::InvalidUser, "user id");
+
+/// Lets maps keyed by user id be searched with the id as named in a channel.
+impl std::borrow::Borrow<str> for UserId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+identifier!(DeviceId, ErrorCode::InvalidDevice, "device id");
+identifier!(ClientMsgId, ErrorCode::InvalidPayload, "clientMsgId");
+
+fn parse_identifier(
+    raw: &str,
+    max_len: usize,
+    code: ErrorCode,
+    what: &str,
+) -> Result<String, ProtocolError> {
+    let invalid = |why: String| ProtocolError::new(code, format!("invalid {what}: {why}"));
+    if raw.is_empty() {
+        return Err(invalid("it is empty".into()));
+    }
+    if raw.len() > max_len {
+        return Err(invalid(format!("it is longer than {max_len} characters")));
+    }
+    if let Some(bad) = raw.chars().find(|c| !is_room_id_char(*c) && *c != '@') {
+        return Err(invalid(format!(
+            "{bad:?} is not allowed (use letters, digits, '_', '-', '.', ':', '@')"
+        )));
+    }
+    Ok(raw.to_owned())
+}
+
 /// A display name: trimmed, 1 to `max_username_chars` characters, no control or
 /// bidirectional-override characters (which would let one name impersonate another).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -211,6 +277,42 @@ mod tests {
             }
             (got, want) => panic!("text {raw:?}: got {got:?}, want {want:?}"),
         }
+    }
+
+    #[test]
+    fn identifiers() {
+        let limits = Limits::default();
+        assert_eq!(
+            UserId::parse("u-1@x.y", &limits).unwrap().as_str(),
+            "u-1@x.y"
+        );
+        assert_eq!(
+            DeviceId::parse("ios:42", &limits).unwrap().as_str(),
+            "ios:42"
+        );
+        let long = "u".repeat(limits.max_user_id_len + 1);
+        for (raw, fragment) in [
+            ("", "empty"),
+            ("a b", "' '"),
+            (long.as_str(), "longer than"),
+            ("é", "'é'"),
+        ] {
+            let err = UserId::parse(raw, &limits).unwrap_err();
+            assert_eq!(err.code, ErrorCode::InvalidUser);
+            assert!(
+                err.message.contains(fragment),
+                "{:?} lacks {fragment:?}",
+                err.message
+            );
+        }
+        assert_eq!(
+            DeviceId::parse("", &limits).unwrap_err().code,
+            ErrorCode::InvalidDevice
+        );
+        assert_eq!(
+            ClientMsgId::parse("a/b", &limits).unwrap_err().code,
+            ErrorCode::InvalidPayload
+        );
     }
 
     #[test]

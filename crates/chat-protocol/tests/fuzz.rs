@@ -5,6 +5,7 @@ use chat_protocol::{
     ChatText, ErrorCode, Limits, RoomId, Username,
     bus::{NodeId, decode_frame, encode_frame},
     client::{JoinPayload, SayPayload},
+    people::{ChatPayload, LoginPayload, UserFrame},
 };
 use proptest::prelude::*;
 
@@ -26,6 +27,30 @@ proptest! {
         }
         if let Ok(payload) = serde_json::from_str::<SayPayload>(&raw) {
             let _ = payload.validate(&limits());
+        }
+        if let Ok(payload) = serde_json::from_str::<LoginPayload>(&raw) {
+            let _ = payload.validate(&limits());
+        }
+        if let Ok(payload) = serde_json::from_str::<ChatPayload>(&raw) {
+            let _ = payload.validate(&limits());
+        }
+        let _ = UserFrame::parse(&raw);
+    }
+
+    /// People payloads with arbitrary ids: an accepted id is always safe for Redis key and
+    /// channel names and for splicing into JSON without escaping.
+    #[test]
+    fn accepted_people_ids_are_safe(user in ".{0,70}", device in "[ -~]{0,70}", text in "\\PC{0,40}") {
+        let json = serde_json::json!({"userId": user, "deviceId": device}).to_string();
+        if let Ok(login) = serde_json::from_str::<LoginPayload>(&json).unwrap().validate(&limits()) {
+            for id in [login.user.as_str(), login.device.as_str()] {
+                prop_assert!(!id.is_empty() && id.len() <= limits().max_user_id_len);
+                prop_assert!(id.chars().all(|c| c.is_ascii_alphanumeric() || "_-.:@".contains(c)));
+            }
+        }
+        let chat = serde_json::json!({"to": user, "text": text, "clientMsgId": device}).to_string();
+        if let Ok(request) = serde_json::from_str::<ChatPayload>(&chat).unwrap().validate(&limits()) {
+            prop_assert_eq!(request.to.as_str(), user.as_str());
         }
     }
 

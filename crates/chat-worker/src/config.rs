@@ -82,6 +82,122 @@ pub struct WorkerSettings {
     /// Time a stopping worker gives its clients to close before it exits, in milliseconds.
     #[arg(long, env = "CHAT_SHUTDOWN_GRACE_MS", default_value_t = 5_000)]
     pub shutdown_grace_ms: u64,
+
+    /// Longest user id, device id or clientMsgId, in characters (ASCII letters, digits, `_-.:@`).
+    #[arg(long, env = "CHAT_MAX_USER_ID_LEN", default_value_t = Limits::DEFAULT_MAX_USER_ID_LEN)]
+    pub max_user_id_len: usize,
+
+    #[command(flatten)]
+    pub people: PeopleSettings,
+}
+
+/// Where a logged-in identity comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    /// Trust the `userId` of the `login` payload (demos and trusted networks only).
+    None,
+}
+
+/// What a login from a second device does to the first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DevicePolicy {
+    /// One device per user: a login from another device logs the previous one out.
+    Single,
+    /// Every device stays logged in and receives the user's messages.
+    Multi,
+}
+
+/// Login, direct messages and their backend hooks.
+#[derive(Debug, Clone, PartialEq, clap::Args, Serialize, Deserialize)]
+pub struct PeopleSettings {
+    /// Where the identity of `login` comes from.
+    #[arg(long, env = "CHAT_AUTH", value_enum, default_value = "none")]
+    pub auth: AuthMode,
+
+    /// `single`: a login from a new device logs the old one out; `multi`: all stay.
+    #[arg(long, env = "CHAT_DEVICE_POLICY", value_enum, default_value = "single")]
+    pub device_policy: DevicePolicy,
+
+    /// Direct messages one user's inbox holds while waiting for delivery; a send beyond gets
+    /// `inbox_full`.
+    #[arg(long, env = "CHAT_INBOX_MAX_MESSAGES", default_value_t = 1_000)]
+    pub inbox_max_messages: u64,
+
+    /// Age after which a waiting direct message is dropped from the inbox, in seconds.
+    #[arg(long, env = "CHAT_INBOX_MAX_AGE_SECS", default_value_t = 7 * 24 * 3600)]
+    pub inbox_max_age_secs: u64,
+
+    /// Waiting messages sent in one `chat` event at login.
+    #[arg(long, env = "CHAT_DELIVERY_BATCH", default_value_t = 50)]
+    pub delivery_batch: usize,
+
+    /// Time a client has to ack a `chat` event, in milliseconds; unacked messages stay in the
+    /// inbox and come again at the next login.
+    #[arg(long, env = "CHAT_DELIVERY_ACK_TIMEOUT_MS", default_value_t = 10_000)]
+    pub delivery_ack_timeout_ms: u64,
+
+    /// Live direct messages queued for one logged-in socket; beyond, the socket catches up
+    /// from the inbox instead.
+    #[arg(long, env = "CHAT_SESSION_QUEUE", default_value_t = 256)]
+    pub session_queue: usize,
+
+    /// Redis channel for login and logout events (empty: none).
+    #[arg(
+        long,
+        env = "CHAT_LOGIN_CHANNEL",
+        default_value = "login_message_channel"
+    )]
+    pub login_channel: String,
+
+    /// Redis channel receiving every stored direct message, for archiving (empty: none).
+    #[arg(
+        long,
+        env = "CHAT_HISTORY_CHANNEL",
+        default_value = "chat_message_history_channel"
+    )]
+    pub history_channel: String,
+
+    /// Redis channel receiving direct messages to users online nowhere, for an offline push
+    /// gateway (empty: none).
+    #[arg(
+        long,
+        env = "CHAT_OFFLINE_CHANNEL",
+        default_value = "chat_message_channel"
+    )]
+    pub offline_channel: String,
+
+    /// Redis channel receiving `geo` events (empty: `geo` is refused).
+    #[arg(long, env = "CHAT_GEO_CHANNEL", default_value = "geo_message_channel")]
+    pub geo_channel: String,
+
+    /// Moderate direct messages: send them to the filter channel and deliver only what the
+    /// filter hands back on the return channel.
+    #[arg(long, env = "CHAT_MODERATION", default_value_t = false)]
+    pub moderation: bool,
+
+    /// Redis channel where direct messages wait for the moderation filter.
+    #[arg(
+        long,
+        env = "CHAT_FILTER_CHANNEL",
+        default_value = "chat_filter_channel"
+    )]
+    pub filter_channel: String,
+
+    /// Redis channel on which the filter hands approved messages back.
+    #[arg(long, env = "CHAT_FILTER_RETURN_CHANNEL", default_value = "snschat")]
+    pub filter_return_channel: String,
+}
+
+impl PeopleSettings {
+    pub fn inbox_max_age(&self) -> Duration {
+        Duration::from_secs(self.inbox_max_age_secs)
+    }
+
+    pub fn delivery_ack_timeout(&self) -> Duration {
+        Duration::from_millis(self.delivery_ack_timeout_ms)
+    }
 }
 
 impl WorkerSettings {
@@ -90,6 +206,7 @@ impl WorkerSettings {
             max_room_id_len: self.max_room_id_len,
             max_username_chars: self.max_username_chars,
             max_text_chars: self.max_text_chars,
+            max_user_id_len: self.max_user_id_len,
         }
     }
 
@@ -127,6 +244,21 @@ impl WorkerSettings {
             ("ws-read-buffer-bytes", self.ws_read_buffer_bytes),
             ("bus-queue", self.bus_queue),
             ("bus-receive-buffer", self.bus_receive_buffer),
+            ("max-user-id-len", self.max_user_id_len),
+            ("delivery-batch", self.people.delivery_batch),
+            ("session-queue", self.people.session_queue),
+            (
+                "inbox-max-messages",
+                self.people.inbox_max_messages as usize,
+            ),
+            (
+                "inbox-max-age-secs",
+                self.people.inbox_max_age_secs as usize,
+            ),
+            (
+                "delivery-ack-timeout-ms",
+                self.people.delivery_ack_timeout_ms as usize,
+            ),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(format!("--{name} must be greater than 0"));
@@ -142,6 +274,12 @@ impl WorkerSettings {
         }
         if !(self.rate_per_sec > 0.0 && self.rate_burst >= 1.0) {
             return Err("--rate-per-sec must be above 0 and --rate-burst at least 1".into());
+        }
+        if self.people.moderation
+            && (self.people.filter_channel.is_empty()
+                || self.people.filter_return_channel.is_empty())
+        {
+            return Err("--moderation needs --filter-channel and --filter-return-channel".into());
         }
         if self.ping_interval_ms == 0 || self.ping_timeout_ms == 0 {
             return Err("ping interval and timeout must be greater than 0".into());

@@ -1,17 +1,26 @@
-//! The hub: which rooms have members on this worker, and how many. It reports the two
-//! transitions the bus acts on: a room's first local member (subscribe) and its last (unsubscribe).
+//! The hub: which topics (rooms, logged-in users) have sockets on this worker, and how many. It
+//! reports the two transitions the bus acts on: a topic's first local socket (subscribe) and its
+//! last (unsubscribe).
 //!
-//! Architecture invariant: a room is in the hub exactly while at least one local socket is in it;
+//! Architecture invariant: a topic is in the hub exactly while at least one local socket is in it;
 //! the bus reconciles its subscriptions against [`Hub::is_occupied`], never against its own memory
-//! of past transitions, so a lost or reordered notice cannot leave a room deaf or subscribed forever.
+//! of past transitions, so a lost or reordered notice cannot leave a topic deaf or subscribed
+//! forever.
 
 use std::{collections::HashMap, sync::Mutex};
 
-use chat_protocol::RoomId;
+use chat_protocol::bus::Topic;
 
 #[derive(Debug, Default)]
 pub struct Hub {
-    members: Mutex<HashMap<RoomId, u32>>,
+    members: Mutex<Members>,
+}
+
+#[derive(Debug, Default)]
+struct Members {
+    counts: HashMap<Topic, u32>,
+    /// How many of `counts`' keys are rooms (the rest are users), kept for cheap reporting.
+    rooms: usize,
 }
 
 /// What a membership change did to the room's local occupancy.
@@ -24,46 +33,58 @@ pub enum Occupancy {
 }
 
 impl Hub {
-    pub fn enter(&self, room: &RoomId) -> Occupancy {
+    pub fn enter(&self, topic: &Topic) -> Occupancy {
         let mut members = self.lock();
-        let count = members.entry(room.clone()).or_insert(0);
+        let count = members.counts.entry(topic.clone()).or_insert(0);
         *count += 1;
-        if *count == 1 {
-            Occupancy::Changed
-        } else {
-            Occupancy::Unchanged
+        if *count > 1 {
+            return Occupancy::Unchanged;
         }
+        if matches!(topic, Topic::Room(_)) {
+            members.rooms += 1;
+        }
+        Occupancy::Changed
     }
 
-    pub fn leave(&self, room: &RoomId) -> Occupancy {
+    pub fn leave(&self, topic: &Topic) -> Occupancy {
         let mut members = self.lock();
-        match members.get_mut(room) {
+        match members.counts.get_mut(topic) {
             Some(count) if *count > 1 => {
                 *count -= 1;
                 Occupancy::Unchanged
             }
             Some(_) => {
-                members.remove(room);
+                members.counts.remove(topic);
+                if matches!(topic, Topic::Room(_)) {
+                    members.rooms -= 1;
+                }
                 Occupancy::Changed
             }
-            // Leaving a room never entered is a caller bug; it must not corrupt the counts.
+            // Leaving a topic never entered is a caller bug; it must not corrupt the counts.
             None => Occupancy::Unchanged,
         }
     }
 
-    pub fn is_occupied(&self, room: &RoomId) -> bool {
-        self.lock().contains_key(room)
+    pub fn is_occupied(&self, topic: &Topic) -> bool {
+        self.lock().counts.contains_key(topic)
     }
 
-    pub fn occupied_rooms(&self) -> Vec<RoomId> {
-        self.lock().keys().cloned().collect()
+    pub fn occupied_topics(&self) -> Vec<Topic> {
+        self.lock().counts.keys().cloned().collect()
     }
 
+    /// Rooms with at least one local member.
     pub fn room_count(&self) -> usize {
-        self.lock().len()
+        self.lock().rooms
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RoomId, u32>> {
+    /// Users with at least one local logged-in socket.
+    pub fn user_count(&self) -> usize {
+        let members = self.lock();
+        members.counts.len() - members.rooms
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Members> {
         // The map is never left half-updated by a panic (no code between lock and unlock
         // panics), so a poisoned lock still guards consistent data.
         self.members
@@ -75,10 +96,14 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chat_protocol::Limits;
+    use chat_protocol::{Limits, RoomId, UserId};
 
-    fn room(name: &str) -> RoomId {
-        RoomId::parse(name, &Limits::default()).expect("valid test room")
+    fn room(name: &str) -> Topic {
+        Topic::Room(RoomId::parse(name, &Limits::default()).expect("valid test room"))
+    }
+
+    fn user(name: &str) -> Topic {
+        Topic::User(UserId::parse(name, &Limits::default()).expect("valid test user"))
     }
 
     #[test]
@@ -103,8 +128,12 @@ mod tests {
         hub.enter(&room("b"));
         assert_eq!(hub.room_count(), 2);
         assert_eq!(hub.leave(&room("never")), Occupancy::Unchanged);
-        let mut rooms = hub.occupied_rooms();
-        rooms.sort();
-        assert_eq!(rooms, vec![room("a"), room("b")]);
+        hub.enter(&user("a"));
+        assert_eq!((hub.room_count(), hub.user_count()), (2, 1));
+        let mut topics = hub.occupied_topics();
+        topics.sort();
+        assert_eq!(topics, vec![room("a"), room("b"), user("a")]);
+        assert_eq!(hub.leave(&user("a")), Occupancy::Changed);
+        assert_eq!((hub.room_count(), hub.user_count()), (2, 0));
     }
 }

@@ -8,9 +8,17 @@ pub mod http;
 pub mod hub;
 pub mod listener;
 pub mod node;
+pub mod people;
 pub mod rate;
 pub mod report;
 pub mod server;
 
 pub use config::WorkerSettings;
 pub use server::{BusKind, run};
+
+/// Now, in unix milliseconds (the `ts` of every message).
+pub(crate) fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
+}

@@ -1,5 +1,6 @@
-//! The node: socket.io handlers for rooms, gluing the hub (local membership), the local fan-out
-//! and the bus (other workers).
+//! The node: the socket.io handlers. Room events (`join`, `say`) glue the hub (local
+//! membership), the local fan-out and the bus (other workers); people events (`login`, `chat`,
+//! `hb`, `geo`) go to [`crate::people`]. Every event spends from the socket's rate budget.
 //!
 //! Architecture invariant (per-sender order): a worker runs on a current-thread runtime, where
 //! socketioxide's per-event tasks start in arrival order, and no handler awaits anything that can
@@ -11,16 +12,21 @@ use std::{
         Arc, Mutex, OnceLock,
         atomic::{AtomicU64, Ordering},
     },
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use chat_protocol::{
     ErrorCode, Limits, ProtocolError, RoomId, Username,
-    bus::encode_frame,
+    bus::{Topic, encode_frame},
     client::{JoinPayload, SayPayload, invalid_payload},
+    people::{
+        CHAT_EVENT, ChatPayload, GEO_EVENT, HEARTBEAT_EVENT, HeartbeatAck, LOGIN_EVENT,
+        LoginPayload,
+    },
     report::WorkerReport,
     server::{Ack, RoomEventData, RoomEventKind, RoomMessage},
 };
+use serde::Serialize;
 use socketioxide::{
     SocketIo,
     extract::{AckSender, SocketRef, TryData},
@@ -31,7 +37,9 @@ use crate::{
     bus::Bus,
     fanout::LocalFanout,
     hub::{Hub, Occupancy},
+    people::{Identity, LoginSlot, People},
     rate::{RateLimit, TokenBucket},
+    unix_millis,
 };
 
 /// Longest a first member's connection waits for its room's subscription.
@@ -46,12 +54,15 @@ struct Membership {
     username: OnceLock<Username>,
     /// The socket's event budget. Uncontended: a worker runs on one thread.
     bucket: Mutex<TokenBucket>,
+    /// Who the socket is, once it logged in.
+    login: LoginSlot,
 }
 
 pub struct Node {
     hub: Arc<Hub>,
     bus: Arc<dyn Bus>,
     fanout: LocalFanout,
+    people: Arc<People>,
     limits: Limits,
     rate: RateLimit,
     next_message: AtomicU64,
@@ -64,6 +75,7 @@ impl Node {
         hub: Arc<Hub>,
         bus: Arc<dyn Bus>,
         fanout: LocalFanout,
+        people: Arc<People>,
         limits: Limits,
         rate: RateLimit,
     ) -> Self {
@@ -71,6 +83,7 @@ impl Node {
             hub,
             bus,
             fanout,
+            people,
             limits,
             rate,
             next_message: AtomicU64::new(0),
@@ -112,8 +125,9 @@ impl Node {
             .map(|raw| RoomId::parse(&raw, &self.limits))
             .transpose()?;
         if let Some(room) = &room
-            && !self.hub.is_occupied(room)
-            && let Some(subscribed) = self.bus.prepare(room)
+            && let topic = Topic::Room(room.clone())
+            && !self.hub.is_occupied(&topic)
+            && let Some(subscribed) = self.bus.prepare(&topic)
         {
             // Timing out or a dropped sender both mean: proceed without the guarantee.
             let _ = tokio::time::timeout(PREPARE_WAIT, subscribed).await;
@@ -122,6 +136,7 @@ impl Node {
             room,
             username: OnceLock::new(),
             bucket: Mutex::new(TokenBucket::new(self.rate, Instant::now())),
+            login: LoginSlot::default(),
         }));
         Ok(())
     }
@@ -134,8 +149,9 @@ impl Node {
         self.connects.fetch_add(1, Ordering::Relaxed);
         if let Some(room) = &membership.room {
             socket.join(room.as_str().to_owned());
-            if self.hub.enter(room) == Occupancy::Changed {
-                self.bus.occupancy_changed(room);
+            let topic = Topic::Room(room.clone());
+            if self.hub.enter(&topic) == Occupancy::Changed {
+                self.bus.occupancy_changed(&topic);
             }
         }
         tracing::debug!(sid = %socket.id, room = ?membership.room, "connected");
@@ -162,9 +178,94 @@ impl Node {
                 }
             },
         );
+        self.attach_people(&socket);
         socket.on_disconnect(
             move |socket: SocketRef| async move { self.on_disconnect(socket).await },
         );
+    }
+
+    fn attach_people(self: &Arc<Self>, socket: &SocketRef) {
+        let node = Arc::clone(self);
+        socket.on(
+            LOGIN_EVENT,
+            move |socket: SocketRef, TryData(payload): TryData<LoginPayload>, ack: AckSender| {
+                let node = Arc::clone(&node);
+                async move {
+                    let membership = match membership(&socket) {
+                        Ok(membership) => membership,
+                        Err(err) => return send_answer::<()>(ack, Err(err)),
+                    };
+                    if let Err(err) = node.spend(&membership) {
+                        return send_answer::<()>(ack, Err(err));
+                    }
+                    match node
+                        .people
+                        .login(&socket, &membership.login, payload.ok())
+                        .await
+                    {
+                        Ok(logged_in) => {
+                            // The ack goes out before the first waiting message.
+                            send_answer(ack, Ok(logged_in.ack()));
+                            (logged_in.start_delivery)();
+                        }
+                        Err(err) => send_answer::<()>(ack, Err(err)),
+                    }
+                }
+            },
+        );
+        let node = Arc::clone(self);
+        socket.on(
+            CHAT_EVENT,
+            move |socket: SocketRef, TryData(payload): TryData<ChatPayload>, ack: AckSender| {
+                let node = Arc::clone(&node);
+                async move {
+                    let answer = async {
+                        let sender = node.logged_in_sender(&socket)?;
+                        node.people.chat(&sender, payload.ok()).await
+                    };
+                    match answer.await {
+                        Ok(sent) => send_answer(ack, Ok(sent.ack())),
+                        Err(err) => send_answer::<()>(ack, Err(err)),
+                    }
+                }
+            },
+        );
+        let node = Arc::clone(self);
+        socket.on(
+            GEO_EVENT,
+            move |socket: SocketRef,
+                  TryData(payload): TryData<serde_json::Value>,
+                  ack: AckSender| {
+                let node = Arc::clone(&node);
+                async move {
+                    let answer = async {
+                        let sender = node.logged_in_sender(&socket)?;
+                        node.people.geo(&sender, payload.ok()).await
+                    };
+                    send_answer(ack, answer.await.map(|()| Ack::ok()));
+                }
+            },
+        );
+        let node = Arc::clone(self);
+        socket.on(HEARTBEAT_EVENT, move |socket: SocketRef, ack: AckSender| {
+            let node = Arc::clone(&node);
+            async move {
+                let answer = membership(&socket)
+                    .and_then(|membership| node.spend(&membership))
+                    .map(|()| HeartbeatAck {
+                        ok: true,
+                        ts: unix_millis(),
+                    });
+                send_answer(ack, answer);
+            }
+        });
+    }
+
+    /// The identity of a logged-in socket sending an event, once the event is paid for.
+    fn logged_in_sender(&self, socket: &SocketRef) -> Result<Arc<Identity>, ProtocolError> {
+        let membership = membership(socket)?;
+        self.spend(&membership)?;
+        membership.login.identity()
     }
 
     async fn join(
@@ -232,11 +333,13 @@ impl Node {
             return;
         };
         tracing::debug!(sid = %socket.id, room = ?membership.room, "disconnected");
+        self.people.end(&socket, &membership.login).await;
         let Some(room) = &membership.room else {
             return;
         };
-        if self.hub.leave(room) == Occupancy::Changed {
-            self.bus.occupancy_changed(room);
+        let topic = Topic::Room(room.clone());
+        if self.hub.leave(&topic) == Occupancy::Changed {
+            self.bus.occupancy_changed(&topic);
         }
         // Out of the room first, so its own farewell is not sent to the closed socket.
         socket.leave(room.as_str().to_owned());
@@ -330,15 +433,22 @@ fn send_ack(ack: AckSender, answer: Result<Option<&str>, &ProtocolError>) {
     let _ = ack.send(&reply);
 }
 
+/// Answers an event with its result, or with `{ok:false, error}`.
+fn send_answer<T: Serialize>(ack: AckSender, answer: Result<T, ProtocolError>) {
+    let sent = match &answer {
+        Ok(reply) => ack.send(reply),
+        Err(err) => {
+            tracing::debug!(code = err.code.as_str(), reason = %err.message, "event refused");
+            ack.send(&Ack::error(err))
+        }
+    };
+    // Fails only when the client is gone or its queue is full; either way there is no one to tell.
+    let _ = sent;
+}
+
 /// The first value of `name` in a URL query string, percent-decoded.
 fn query_param(query: &str, name: &str) -> Option<String> {
     form_urlencoded::parse(query.as_bytes())
         .find(|(key, _)| key == name)
         .map(|(_, value)| value.into_owned())
-}
-
-fn unix_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as u64)
 }

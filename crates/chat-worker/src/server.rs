@@ -7,12 +7,13 @@ use chat_protocol::{bus::NodeId, report::WorkerReport};
 use socketioxide::{SocketIo, layer::SocketIoLayer};
 
 use crate::{
-    bus::{Bus, redis::RedisBus},
+    bus::{Bus, Inbound, redis::RedisBus},
     config::WorkerSettings,
     fanout::LocalFanout,
     http,
     hub::Hub,
     node::Node,
+    people::{People, inbox::Inbox, sessions::Sessions},
     report::Reporter,
 };
 
@@ -64,14 +65,54 @@ pub async fn run(
     let origin = random_node_id();
     let hub = Arc::new(Hub::default());
     let fanout = LocalFanout::new(io.clone(), origin);
-    let bus: Arc<dyn Bus> = match bus_kind {
-        BusKind::Redis => RedisBus::start(&settings, Arc::clone(&hub), fanout.clone())?,
-        BusKind::Memory(broker) => broker.bus(Arc::clone(&hub), fanout.clone()),
+    let sessions = Arc::new(Sessions::new(
+        settings.people.device_policy,
+        settings.people.session_queue,
+    ));
+    let (moderated, moderated_queue) = if settings.people.moderation {
+        let (queue, received) = tokio::sync::mpsc::channel(settings.bus_queue);
+        (
+            Some((settings.people.filter_return_channel.clone(), queue)),
+            Some(received),
+        )
+    } else {
+        (None, None)
     };
+    let inbound = Inbound {
+        rooms: fanout.clone(),
+        users: Arc::clone(&sessions),
+        moderated,
+    };
+    let (bus, inbox): (Arc<dyn Bus>, Option<Inbox>) = match bus_kind {
+        BusKind::Redis => {
+            let bus = RedisBus::start(&settings, Arc::clone(&hub), inbound)?;
+            let inbox = Inbox::new(bus.commands(), &settings.channel_prefix, &settings.people);
+            (bus, Some(inbox))
+        }
+        BusKind::Memory(broker) => (broker.bus(Arc::clone(&hub), inbound), None),
+    };
+    let people = Arc::new(People::new(
+        Arc::clone(&hub),
+        Arc::clone(&bus),
+        sessions,
+        inbox,
+        settings.people.clone(),
+        settings.limits(),
+        origin,
+    ));
+    if let Some(mut queue) = moderated_queue {
+        let people = Arc::clone(&people);
+        tokio::spawn(async move {
+            while let Some(item) = queue.recv().await {
+                people.deliver_moderated(&item).await;
+            }
+        });
+    }
     let node = Arc::new(Node::new(
         hub,
         bus,
         fanout,
+        people,
         settings.limits(),
         settings.rate_limit(),
     ));

@@ -1,18 +1,19 @@
 //! An in-memory bus for tests: several nodes in one process, each subscribed exactly while its
-//! hub has the room occupied, like the Redis bus but without Redis.
+//! hub has the topic occupied, like the Redis bus but without Redis. Rooms only: user topics
+//! need the inbox's Redis scripts, so they are tracked but never published to.
 
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
 };
 
-use chat_protocol::RoomId;
+use chat_protocol::{RoomId, bus::Topic};
 
-use super::Bus;
+use super::{Bus, Inbound};
 use crate::{fanout::LocalFanout, hub::Hub};
 
-/// Per room, the nodes subscribed to it (by node number) and how to reach them.
-type Subscriptions = HashMap<RoomId, Vec<(usize, LocalFanout)>>;
+/// Per topic, the nodes subscribed to it (by node number) and how to reach them.
+type Subscriptions = HashMap<Topic, Vec<(usize, LocalFanout)>>;
 
 /// The shared medium; every [`MemoryBus`] made from one broker reaches the others.
 #[derive(Clone, Default)]
@@ -22,20 +23,22 @@ pub struct MemoryBroker {
 }
 
 impl MemoryBroker {
-    pub fn bus(&self, hub: Arc<Hub>, fanout: LocalFanout) -> Arc<MemoryBus> {
+    pub fn bus(&self, hub: Arc<Hub>, inbound: Inbound) -> Arc<MemoryBus> {
         let mut next = self.next_node.lock().unwrap_or_else(|p| p.into_inner());
         *next += 1;
         Arc::new(MemoryBus {
             broker: self.clone(),
             node: *next,
             hub,
-            fanout,
+            fanout: inbound.rooms,
         })
     }
 
     /// How many nodes are subscribed to `room` now.
     pub fn subscriber_count(&self, room: &RoomId) -> usize {
-        self.lock().get(room).map_or(0, Vec::len)
+        self.lock()
+            .get(&Topic::Room(room.clone()))
+            .map_or(0, Vec::len)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Subscriptions> {
@@ -55,7 +58,7 @@ impl Bus for MemoryBus {
         let targets: Vec<LocalFanout> = self
             .broker
             .lock()
-            .get(room)
+            .get(&Topic::Room(room.clone()))
             .map(|subs| subs.iter().map(|(_, fanout)| fanout.clone()).collect())
             .unwrap_or_default();
         let room = room.as_str().to_owned();
@@ -67,15 +70,15 @@ impl Bus for MemoryBus {
         });
     }
 
-    fn occupancy_changed(&self, room: &RoomId) {
+    fn occupancy_changed(&self, topic: &Topic) {
         let mut subscribers = self.broker.lock();
-        let subs = subscribers.entry(room.clone()).or_default();
+        let subs = subscribers.entry(topic.clone()).or_default();
         subs.retain(|(node, _)| *node != self.node);
-        if self.hub.is_occupied(room) {
+        if self.hub.is_occupied(topic) {
             subs.push((self.node, self.fanout.clone()));
         }
         if subs.is_empty() {
-            subscribers.remove(room);
+            subscribers.remove(topic);
         }
     }
 

@@ -1,4 +1,4 @@
-//! The Redis bus: PUBLISH on one connection, SUBSCRIBE on another, one channel per room.
+//! The Redis bus: PUBLISH on one connection, SUBSCRIBE on another, one channel per topic.
 //!
 //! Three tasks, each owning its connection's side:
 //! - the publisher drains the publish queue and sends what it finds as one pipeline per batch,
@@ -6,7 +6,9 @@
 //! - the subscription keeper reconciles SUBSCRIBE state with the hub: after occupancy notices
 //!   (batched), after every (re)connection (fred does not re-subscribe by itself), and on a
 //!   periodic sweep that repairs anything a failed command left behind;
-//! - the receiver hands each incoming frame to the local fan-out.
+//! - the receiver hands each incoming frame to the local fan-out (rooms) or the sessions (users).
+//!
+//! The publishing connection also serves the inbox's commands ([`RedisBus::commands`]).
 
 use std::{
     collections::HashSet,
@@ -19,7 +21,7 @@ use std::{
 
 use chat_protocol::{
     RoomId,
-    bus::{room_channel, room_of_channel},
+    bus::{ChannelTopic, Topic, room_channel, topic_of_channel},
 };
 use fred::{
     prelude::{ClientLike, Config, EventInterface, PubsubInterface, ReconnectPolicy},
@@ -27,8 +29,8 @@ use fred::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-use super::Bus;
-use crate::{config::WorkerSettings, fanout::LocalFanout, hub::Hub};
+use super::{Bus, Inbound};
+use crate::{config::WorkerSettings, hub::Hub};
 
 /// Frames sent in one pipeline at most.
 const PUBLISH_BATCH: usize = 256;
@@ -55,8 +57,9 @@ pub enum RedisBusError {
 pub struct RedisBus {
     prefix: String,
     publish_queue: mpsc::Sender<(String, String)>,
-    occupancy: mpsc::UnboundedSender<RoomId>,
-    prepares: mpsc::UnboundedSender<(RoomId, oneshot::Sender<()>)>,
+    occupancy: mpsc::UnboundedSender<Topic>,
+    prepares: mpsc::UnboundedSender<(Topic, oneshot::Sender<()>)>,
+    publisher: fred::prelude::Client,
     subscriber: fred::prelude::Client,
     dropped_publishes: AtomicU64,
     publish_queue_full: AtomicBool,
@@ -68,7 +71,7 @@ impl RedisBus {
     pub fn start(
         settings: &WorkerSettings,
         hub: Arc<Hub>,
-        fanout: LocalFanout,
+        inbound: Inbound,
     ) -> Result<Arc<Self>, RedisBusError> {
         let mut config =
             Config::from_url(&settings.redis_url).map_err(|source| RedisBusError::Url {
@@ -111,6 +114,7 @@ impl RedisBus {
             publish_queue,
             occupancy,
             prepares,
+            publisher: publisher.clone(),
             subscriber: subscriber.clone(),
             dropped_publishes: AtomicU64::new(0),
             publish_queue_full: AtomicBool::new(false),
@@ -125,10 +129,20 @@ impl RedisBus {
         subscriber.connect();
 
         tokio::spawn(publish_loop(publisher, publish_rx));
-        tokio::spawn(keep_subscriptions(
-            subscriber.clone(),
+        let keeper = SubscriptionKeeper {
+            client: subscriber.clone(),
             hub,
-            settings.channel_prefix.clone(),
+            prefix: settings.channel_prefix.clone(),
+            fixed: inbound
+                .moderated
+                .iter()
+                .map(|(channel, _)| channel.clone())
+                .collect(),
+            subscribed: HashSet::new(),
+        };
+        tokio::spawn(keep_subscriptions(
+            keeper,
+            Arc::clone(&inbound.users),
             occupancy_rx,
             prepares_rx,
             reconnects,
@@ -136,10 +150,15 @@ impl RedisBus {
         tokio::spawn(receive_loop(
             messages,
             settings.channel_prefix.clone(),
-            fanout,
+            inbound,
         ));
         tokio::spawn(log_connection_errors(errors, reconnects_for_log));
         Ok(bus)
+    }
+
+    /// A client on the publishing connection (not in subscriber mode), for commands.
+    pub fn commands(&self) -> fred::prelude::Client {
+        self.publisher.clone()
     }
 }
 
@@ -164,17 +183,17 @@ impl Bus for RedisBus {
         }
     }
 
-    fn occupancy_changed(&self, room: &RoomId) {
+    fn occupancy_changed(&self, topic: &Topic) {
         // The keeper lives as long as the runtime; a send can fail only during shutdown.
-        let _ = self.occupancy.send(room.clone());
+        let _ = self.occupancy.send(topic.clone());
     }
 
-    fn prepare(&self, room: &RoomId) -> Option<oneshot::Receiver<()>> {
+    fn prepare(&self, topic: &Topic) -> Option<oneshot::Receiver<()>> {
         if !self.subscriber.is_connected() {
             return None;
         }
         let (done, wait) = oneshot::channel();
-        self.prepares.send((room.clone(), done)).ok()?;
+        self.prepares.send((topic.clone(), done)).ok()?;
         Some(wait)
     }
 
@@ -208,19 +227,12 @@ async fn publish_loop(client: fred::prelude::Client, mut queue: mpsc::Receiver<(
 }
 
 async fn keep_subscriptions(
-    client: fred::prelude::Client,
-    hub: Arc<Hub>,
-    prefix: String,
-    mut occupancy: mpsc::UnboundedReceiver<RoomId>,
-    mut prepares: mpsc::UnboundedReceiver<(RoomId, oneshot::Sender<()>)>,
+    mut keeper: SubscriptionKeeper,
+    sessions: Arc<crate::people::sessions::Sessions>,
+    mut occupancy: mpsc::UnboundedReceiver<Topic>,
+    mut prepares: mpsc::UnboundedReceiver<(Topic, oneshot::Sender<()>)>,
     mut reconnects: tokio::sync::broadcast::Receiver<fred::types::config::Server>,
 ) {
-    let mut keeper = SubscriptionKeeper {
-        client,
-        hub,
-        prefix,
-        subscribed: HashSet::new(),
-    };
     let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut noticed = Vec::new();
@@ -230,18 +242,21 @@ async fn keep_subscriptions(
                 if received == 0 {
                     return;
                 }
-                let rooms: HashSet<RoomId> = noticed.drain(..).collect();
-                keeper.reconcile(rooms).await;
+                let topics: HashSet<Topic> = noticed.drain(..).collect();
+                keeper.reconcile(topics).await;
             }
-            Some((room, done)) = prepares.recv() => keeper.prepare(room, done).await,
+            Some((topic, done)) = prepares.recv() => keeper.prepare(topic, done).await,
             reconnect = reconnects.recv() => {
                 if let Err(tokio::sync::broadcast::error::RecvError::Closed) = reconnect {
                     return;
                 }
                 // A new connection has no subscriptions, whatever the old one had.
-                tracing::info!("redis bus connected; subscribing to every occupied room");
+                tracing::info!("redis bus connected; subscribing to every occupied topic");
                 keeper.subscribed.clear();
+                keeper.subscribe_fixed().await;
                 keeper.reconcile_all().await;
+                // User frames published while the bus was away are lost; inboxes are not.
+                sessions.catch_up_all();
             }
             _ = sweep.tick() => keeper.reconcile_all().await,
         }
@@ -252,54 +267,65 @@ struct SubscriptionKeeper {
     client: fred::prelude::Client,
     hub: Arc<Hub>,
     prefix: String,
-    /// Rooms whose SUBSCRIBE succeeded on the current connection.
-    subscribed: HashSet<RoomId>,
+    /// Channels subscribed for the worker's whole life (the moderation return channel).
+    fixed: Vec<String>,
+    /// Topics whose SUBSCRIBE succeeded on the current connection.
+    subscribed: HashSet<Topic>,
 }
 
 impl SubscriptionKeeper {
-    /// Subscribes `room` ahead of its first member's arrival and says when it is done. A failed
+    /// Subscribes `topic` ahead of its first local socket and says when it is done. A failed
     /// SUBSCRIBE drops `done`, which lets the connection proceed without waiting further.
-    async fn prepare(&mut self, room: RoomId, done: oneshot::Sender<()>) {
-        if !self.subscribed.contains(&room) {
+    async fn prepare(&mut self, topic: Topic, done: oneshot::Sender<()>) {
+        if !self.subscribed.contains(&topic) {
             if !self.client.is_connected() {
                 return;
             }
-            let channel = room_channel(&self.prefix, &room);
+            let channel = topic.channel(&self.prefix);
             if let Err(err) = self.client.subscribe(channel).await {
-                tracing::debug!(cause = %err, room = %room, "early subscribe failed");
+                tracing::debug!(cause = %err, %topic, "early subscribe failed");
                 return;
             }
-            tracing::debug!(room = %room, "subscribed ahead of a first member");
-            self.subscribed.insert(room);
+            tracing::debug!(%topic, "subscribed ahead of a first socket");
+            self.subscribed.insert(topic);
         }
         let _ = done.send(());
     }
 
-    async fn reconcile_all(&mut self) {
-        let mut rooms: HashSet<RoomId> = self.hub.occupied_rooms().into_iter().collect();
-        rooms.extend(self.subscribed.iter().cloned());
-        self.reconcile(rooms).await;
+    async fn subscribe_fixed(&self) {
+        if self.fixed.is_empty() {
+            return;
+        }
+        if let Err(err) = self.client.subscribe(self.fixed.clone()).await {
+            tracing::warn!(cause = %err, channels = ?self.fixed, "could not subscribe the fixed channels; retrying after the next reconnection");
+        }
     }
 
-    /// Brings the subscription of each of `rooms` in line with the hub.
-    async fn reconcile(&mut self, rooms: HashSet<RoomId>) {
+    async fn reconcile_all(&mut self) {
+        let mut topics: HashSet<Topic> = self.hub.occupied_topics().into_iter().collect();
+        topics.extend(self.subscribed.iter().cloned());
+        self.reconcile(topics).await;
+    }
+
+    /// Brings the subscription of each of `topics` in line with the hub.
+    async fn reconcile(&mut self, topics: HashSet<Topic>) {
         if !self.client.is_connected() {
             // The next (re)connection reconciles everything.
             return;
         }
-        let (to_subscribe, to_unsubscribe): (Vec<RoomId>, Vec<RoomId>) = rooms
+        let (to_subscribe, to_unsubscribe): (Vec<Topic>, Vec<Topic>) = topics
             .into_iter()
-            .filter(|room| self.hub.is_occupied(room) != self.subscribed.contains(room))
-            .partition(|room| self.hub.is_occupied(room));
+            .filter(|topic| self.hub.is_occupied(topic) != self.subscribed.contains(topic))
+            .partition(|topic| self.hub.is_occupied(topic));
         for chunk in to_subscribe.chunks(SUBSCRIBE_BATCH) {
             let channels = self.channels(chunk);
             match self.client.subscribe(channels).await {
                 Ok(()) => {
-                    tracing::debug!(rooms = chunk.len(), "subscribed");
+                    tracing::debug!(topics = chunk.len(), "subscribed");
                     self.subscribed.extend(chunk.iter().cloned());
                 }
                 Err(err) => {
-                    tracing::warn!(cause = %err, rooms = chunk.len(), "redis subscribe failed; retrying on the next sweep")
+                    tracing::warn!(cause = %err, topics = chunk.len(), "redis subscribe failed; retrying on the next sweep")
                 }
             }
         }
@@ -307,22 +333,22 @@ impl SubscriptionKeeper {
             let channels = self.channels(chunk);
             match self.client.unsubscribe(channels).await {
                 Ok(()) => {
-                    tracing::debug!(rooms = chunk.len(), "unsubscribed");
-                    for room in chunk {
-                        self.subscribed.remove(room);
+                    tracing::debug!(topics = chunk.len(), "unsubscribed");
+                    for topic in chunk {
+                        self.subscribed.remove(topic);
                     }
                 }
                 Err(err) => {
-                    tracing::warn!(cause = %err, rooms = chunk.len(), "redis unsubscribe failed; retrying on the next sweep")
+                    tracing::warn!(cause = %err, topics = chunk.len(), "redis unsubscribe failed; retrying on the next sweep")
                 }
             }
         }
     }
 
-    fn channels(&self, rooms: &[RoomId]) -> Vec<String> {
-        rooms
+    fn channels(&self, topics: &[Topic]) -> Vec<String> {
+        topics
             .iter()
-            .map(|room| room_channel(&self.prefix, room))
+            .map(|topic| topic.channel(&self.prefix))
             .collect()
     }
 }
@@ -330,7 +356,7 @@ impl SubscriptionKeeper {
 async fn receive_loop(
     mut messages: tokio::sync::broadcast::Receiver<fred::types::Message>,
     prefix: String,
-    fanout: LocalFanout,
+    inbound: Inbound,
 ) {
     use tokio::sync::broadcast::error::RecvError;
     loop {
@@ -345,12 +371,24 @@ async fn receive_loop(
             }
             Err(RecvError::Closed) => return,
         };
-        let Some(room) = room_of_channel(&prefix, &message.channel) else {
+        let Some(frame) = message.value.as_str() else {
+            tracing::warn!(channel = %message.channel, "dropping non-text bus frame");
             continue;
         };
-        match message.value.as_str() {
-            Some(frame) => fanout.deliver_frame(room, &frame).await,
-            None => tracing::warn!(room, "dropping non-text bus frame"),
+        match topic_of_channel(&prefix, &message.channel) {
+            Some(ChannelTopic::Room(room)) => inbound.rooms.deliver_frame(room, &frame).await,
+            Some(ChannelTopic::User(user)) => inbound.users.on_frame(user, &frame),
+            None => {
+                let from_filter = inbound
+                    .moderated
+                    .as_ref()
+                    .filter(|(channel, _)| *channel == *message.channel);
+                if let Some((_, queue)) = from_filter
+                    && queue.try_send(frame.into_owned()).is_err()
+                {
+                    tracing::warn!("moderation queue full: a message from the filter is dropped");
+                }
+            }
         }
     }
 }

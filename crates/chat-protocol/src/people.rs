@@ -1,0 +1,461 @@
+//! People: login, direct messages and heartbeats. What clients send and receive, what the Redis
+//! scripts store and publish on a user's channel, and the hook messages for backends.
+//!
+//! A direct message is encoded once, by the sending worker, as its JSON *body* without the id:
+//! `"from":"ann","to":"bob","text":"hi","ts":1700000000000}` (note: no leading `{`). Redis assigns
+//! the id (the inbox stream entry id) and the script splices it in front:
+//! `{"id":"1700000000000-0","from":...}`. The stored body and every delivered copy are the same
+//! bytes, so a message is never re-encoded between sender and recipient.
+
+use std::{cmp::Ordering, fmt, str::FromStr};
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::{
+    ChatText, ClientMsgId, DeviceId, Limits, ProtocolError, UserId, client::invalid_payload,
+};
+
+/// Events a client sends for people features.
+pub const LOGIN_EVENT: &str = "login";
+pub const CHAT_EVENT: &str = "chat";
+pub const HEARTBEAT_EVENT: &str = "hb";
+pub const GEO_EVENT: &str = "geo";
+/// Sent by the server to a device logged out by a login elsewhere, just before disconnecting it.
+pub const LOGOUT_EVENT: &str = "logout";
+
+/// A user id or device id as it arrives: old clients send numbers too.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum IdValue {
+    Text(String),
+    Number(u64),
+}
+
+impl IdValue {
+    fn into_text(self) -> String {
+        match self {
+            Self::Text(text) => text,
+            Self::Number(number) => number.to_string(),
+        }
+    }
+}
+
+/// Payload of `login`: `{"userId": "...", "deviceId": "..."}` (ids may be numbers).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoginPayload {
+    user_id: IdValue,
+    device_id: IdValue,
+}
+
+/// A validated login request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Login {
+    pub user: UserId,
+    pub device: DeviceId,
+}
+
+impl LoginPayload {
+    pub const EXPECTED: &'static str = "login expects {\"userId\": string, \"deviceId\": string}";
+
+    pub fn validate(self, limits: &Limits) -> Result<Login, ProtocolError> {
+        Ok(Login {
+            user: UserId::parse(&self.user_id.into_text(), limits)?,
+            device: DeviceId::parse(&self.device_id.into_text(), limits)?,
+        })
+    }
+}
+
+/// Payload of `chat`: `{"to": "...", "text": "...", "clientMsgId"?: "..."}`. Any other field
+/// (a `from`, above all) is ignored: the sender is the socket's logged-in user.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatPayload {
+    to: IdValue,
+    text: String,
+    #[serde(default)]
+    client_msg_id: Option<IdValue>,
+}
+
+/// A validated direct-message request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectRequest {
+    pub to: UserId,
+    pub text: ChatText,
+    pub client_msg_id: Option<ClientMsgId>,
+}
+
+impl ChatPayload {
+    pub const EXPECTED: &'static str =
+        "chat expects {\"to\": string, \"text\": string, \"clientMsgId\"?: string}";
+
+    pub fn validate(self, limits: &Limits) -> Result<DirectRequest, ProtocolError> {
+        Ok(DirectRequest {
+            to: UserId::parse(&self.to.into_text(), limits)?,
+            text: ChatText::parse(self.text, limits)?,
+            client_msg_id: self
+                .client_msg_id
+                .map(|id| ClientMsgId::parse(&id.into_text(), limits))
+                .transpose()?,
+        })
+    }
+}
+
+/// The payload of `geo` must be a JSON object; it is forwarded as it came.
+pub fn validate_geo(
+    payload: Option<serde_json::Value>,
+) -> Result<serde_json::Value, ProtocolError> {
+    match payload {
+        Some(value @ serde_json::Value::Object(_)) => Ok(value),
+        _ => Err(invalid_payload("geo expects a JSON object")),
+    }
+}
+
+/// The fields of a direct message, serialized once by the sender's worker.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DirectMessageFields<'a> {
+    pub from: &'a str,
+    pub to: &'a str,
+    pub text: &'a str,
+    /// Server time of the send, unix milliseconds.
+    pub ts: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_msg_id: Option<&'a str>,
+}
+
+impl DirectMessageFields<'_> {
+    /// The message body: the JSON object without its leading `{`, ready for an id in front.
+    pub fn body(&self) -> String {
+        // Strings and integers always serialize.
+        let json = serde_json::to_string(self).unwrap_or_else(|_| "{}".to_owned());
+        json[1..].to_owned()
+    }
+}
+
+/// The message as clients receive it: `{"id":"<id>",<body>`.
+pub fn message_json(id: &str, body: &str) -> String {
+    let mut json = String::with_capacity(id.len() + body.len() + 8);
+    json.push_str("{\"id\":\"");
+    json.push_str(id);
+    json.push_str("\",");
+    json.push_str(body);
+    json
+}
+
+/// A Redis stream entry id, `<ms>-<seq>`: the stable id of a direct message. Ordered as Redis
+/// orders them, so "delivered up to" is one comparison.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct StreamId {
+    pub ms: u64,
+    pub seq: u64,
+}
+
+impl Ord for StreamId {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self.ms, self.seq).cmp(&(other.ms, other.seq))
+    }
+}
+
+impl PartialOrd for StreamId {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl FromStr for StreamId {
+    type Err = ();
+
+    fn from_str(raw: &str) -> Result<Self, ()> {
+        let (ms, seq) = raw.split_once('-').ok_or(())?;
+        Ok(Self {
+            ms: ms.parse().map_err(|_| ())?,
+            seq: seq.parse().map_err(|_| ())?,
+        })
+    }
+}
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+/// What arrives on a user's channel `<prefix>user:<id>`, published by the Redis scripts.
+#[derive(Debug)]
+pub enum UserFrame<'a> {
+    /// A direct message was stored in the user's inbox: deliver it to the user's sockets.
+    Chat { id: StreamId, message: &'a RawValue },
+    /// The user logged in; `generation` counts the user's logins. In the `single` device policy,
+    /// every older session is logged out.
+    Login { generation: u64, device: &'a str },
+}
+
+#[derive(Debug, Deserialize)]
+struct RawUserFrame<'a> {
+    kind: &'a str,
+    #[serde(default)]
+    id: Option<&'a str>,
+    #[serde(default, borrow)]
+    message: Option<&'a RawValue>,
+    #[serde(default)]
+    generation: Option<u64>,
+    #[serde(default)]
+    device: Option<&'a str>,
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("bad user frame: {0}")]
+pub struct UserFrameError(&'static str);
+
+impl<'a> UserFrame<'a> {
+    pub fn parse(frame: &'a str) -> Result<Self, UserFrameError> {
+        let raw: RawUserFrame<'a> =
+            serde_json::from_str(frame).map_err(|_| UserFrameError("not a frame object"))?;
+        match raw.kind {
+            "chat" => Ok(Self::Chat {
+                id: raw
+                    .id
+                    .and_then(|id| id.parse().ok())
+                    .ok_or(UserFrameError("chat frame without a stream id"))?,
+                message: raw
+                    .message
+                    .ok_or(UserFrameError("chat frame without a message"))?,
+            }),
+            "login" => Ok(Self::Login {
+                generation: raw
+                    .generation
+                    .ok_or(UserFrameError("login frame without a generation"))?,
+                device: raw
+                    .device
+                    .ok_or(UserFrameError("login frame without a device"))?,
+            }),
+            _ => Err(UserFrameError("unknown kind")),
+        }
+    }
+}
+
+/// Redis names of one user's data, all under the configured prefix.
+#[derive(Debug, Clone)]
+pub struct UserKeys {
+    /// Stream of waiting direct messages.
+    pub inbox: String,
+    /// Hash `{generation, device}` of the latest login.
+    pub login: String,
+    /// Pub/sub channel of the user's live frames.
+    pub channel: String,
+}
+
+impl UserKeys {
+    pub fn new(prefix: &str, user: &UserId) -> Self {
+        Self {
+            inbox: format!("{prefix}inbox:{user}"),
+            login: format!("{prefix}login:{user}"),
+            channel: user_channel(prefix, user),
+        }
+    }
+
+    /// Marks a sender's `clientMsgId` as used, for retries without duplicates.
+    pub fn sent_marker(prefix: &str, from: &UserId, client_msg_id: &str) -> String {
+        format!("{prefix}sent:{from}:{client_msg_id}")
+    }
+}
+
+/// The channel of a user: `<prefix>user:<user id>`.
+pub fn user_channel(prefix: &str, user: &UserId) -> String {
+    format!("{prefix}user:{user}")
+}
+
+/// Answer to `login`: `{ok:true, userId, deviceId, pending:{chat}}`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoginAck<'a> {
+    pub ok: bool,
+    pub user_id: &'a str,
+    pub device_id: &'a str,
+    pub pending: Pending,
+}
+
+/// Waiting items of a user at login.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Pending {
+    /// Direct messages in the inbox, delivered right after the login ack.
+    pub chat: u64,
+}
+
+/// Answer to `chat`: `{ok:true, id}`; `duplicate:true` when the `clientMsgId` was sent before
+/// (the id is the first send's); `moderation:true` when the message waits for the filter.
+#[derive(Debug, Serialize)]
+pub struct SendAck<'a> {
+    pub ok: bool,
+    pub id: &'a str,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub moderation: bool,
+}
+
+/// Answer to `hb`: `{ok:true, ts}`.
+#[derive(Debug, Serialize)]
+pub struct HeartbeatAck {
+    pub ok: bool,
+    pub ts: u64,
+}
+
+/// Payload of `logout`: why this socket is being disconnected.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogoutNotice<'a> {
+    pub reason: &'static str,
+    /// The device that logged in.
+    pub device_id: &'a str,
+}
+
+/// Published on the login hook channel at every login and at every logged-in socket's end:
+/// `{"event":"login","userId":"ann","deviceId":"phone","ts":...,"node":"00ab..."}`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionHook<'a> {
+    pub event: SessionEvent,
+    pub user_id: &'a str,
+    pub device_id: &'a str,
+    pub ts: u64,
+    pub node: &'a str,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionEvent {
+    Login,
+    Logout,
+}
+
+/// Published on the geo hook channel for every `geo` event:
+/// `{"userId":"ann","deviceId":"phone","ts":...,"data":{...as sent...}}`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GeoHook<'a> {
+    pub user_id: &'a str,
+    pub device_id: &'a str,
+    pub ts: u64,
+    pub data: &'a serde_json::Value,
+}
+
+/// A message on its way through moderation: published on the filter channel, and expected back
+/// on the return channel (the filter may rewrite `text`; anything it does not hand back is
+/// never delivered): `{"mid":"...","from":"ann","to":"bob","text":"hi","ts":...}`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModerationItem {
+    /// Moderation id, unique in the cluster; also the sender's ack id.
+    pub mid: String,
+    pub from: String,
+    pub to: String,
+    pub text: String,
+    pub ts: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_msg_id: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorCode;
+
+    fn limits() -> Limits {
+        Limits::default()
+    }
+
+    #[test]
+    fn login_payloads() {
+        let login = serde_json::from_str::<LoginPayload>(r#"{"userId":"ann","deviceId":"web-1"}"#)
+            .unwrap()
+            .validate(&limits())
+            .unwrap();
+        assert_eq!(
+            (login.user.as_str(), login.device.as_str()),
+            ("ann", "web-1")
+        );
+        let numeric = serde_json::from_str::<LoginPayload>(r#"{"userId":42,"deviceId":7}"#)
+            .unwrap()
+            .validate(&limits())
+            .unwrap();
+        assert_eq!(numeric.user.as_str(), "42");
+        assert!(serde_json::from_str::<LoginPayload>(r#"{"userId":"ann"}"#).is_err());
+        let bad = serde_json::from_str::<LoginPayload>(r#"{"userId":"a b","deviceId":"d"}"#)
+            .unwrap()
+            .validate(&limits())
+            .unwrap_err();
+        assert_eq!(bad.code, ErrorCode::InvalidUser);
+    }
+
+    #[test]
+    fn chat_payloads_ignore_a_forged_from() {
+        let request = serde_json::from_str::<ChatPayload>(
+            r#"{"to":"bob","text":"hi","from":"mallory","clientMsgId":"c-1"}"#,
+        )
+        .unwrap()
+        .validate(&limits())
+        .unwrap();
+        assert_eq!(request.to.as_str(), "bob");
+        assert_eq!(request.client_msg_id.unwrap().as_str(), "c-1");
+        let empty = serde_json::from_str::<ChatPayload>(r#"{"to":"bob","text":" "}"#)
+            .unwrap()
+            .validate(&limits())
+            .unwrap_err();
+        assert_eq!(empty.code, ErrorCode::InvalidText);
+        assert!(serde_json::from_str::<ChatPayload>(r#"{"text":"hi"}"#).is_err());
+    }
+
+    #[test]
+    fn message_json_splices_the_id_into_the_body() {
+        let body = DirectMessageFields {
+            from: "ann",
+            to: "bob",
+            text: "say \"hi\"",
+            ts: 5,
+            client_msg_id: None,
+        }
+        .body();
+        let json = message_json("5-0", &body);
+        assert_eq!(
+            json,
+            r#"{"id":"5-0","from":"ann","to":"bob","text":"say \"hi\"","ts":5}"#
+        );
+        let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(parsed["text"], "say \"hi\"");
+    }
+
+    #[test]
+    fn stream_ids_order_numerically() {
+        let a: StreamId = "9-5".parse().unwrap();
+        let b: StreamId = "10-0".parse().unwrap();
+        assert!(a < b);
+        assert_eq!(b.to_string(), "10-0");
+        assert!("10".parse::<StreamId>().is_err());
+        assert!("x-1".parse::<StreamId>().is_err());
+    }
+
+    #[test]
+    fn user_frames() {
+        let frame = r#"{"kind":"chat","id":"7-1","message":{"id":"7-1","text":"x"}}"#;
+        match UserFrame::parse(frame).unwrap() {
+            UserFrame::Chat { id, message } => {
+                assert_eq!(id, StreamId { ms: 7, seq: 1 });
+                assert_eq!(message.get(), r#"{"id":"7-1","text":"x"}"#);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(matches!(
+            UserFrame::parse(r#"{"kind":"login","generation":3,"device":"d"}"#),
+            Ok(UserFrame::Login {
+                generation: 3,
+                device: "d"
+            })
+        ));
+        assert!(UserFrame::parse(r#"{"kind":"chat","id":"7"}"#).is_err());
+        assert!(UserFrame::parse(r#"{"kind":"other"}"#).is_err());
+        assert!(UserFrame::parse("not json").is_err());
+    }
+}

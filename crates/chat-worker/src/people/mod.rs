@@ -1,0 +1,460 @@
+//! People: `login`, direct messages (`chat`), heartbeats (`hb`), `geo`, and the backend hooks.
+//!
+//! A login binds a socket to a user: the worker subscribes the user's channel (like a room's,
+//! through the hub and the bus) before recording the login in Redis, so no frame published after
+//! the login is missed; then a [`mailman::Mailman`] delivers the inbox and live messages. A
+//! direct message is stored by the recipient's inbox script before the sender's ack (see
+//! [`inbox`]); the script also publishes it to the recipient's channel, and every worker holding
+//! one of the recipient's sockets hands it to that socket's mailman ([`sessions`]).
+//!
+//! Architecture invariant (identity): the sender of a direct message is the socket's logged-in
+//! user, never a field of the payload; a socket's identity is set once, by its own login.
+
+pub mod inbox;
+pub mod mailman;
+pub mod moderation;
+pub mod sessions;
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use chat_protocol::{
+    DeviceId, ErrorCode, Limits, ProtocolError, UserId,
+    bus::{NodeId, Topic},
+    people::{
+        ChatPayload, DirectMessageFields, GeoHook, LoginAck, LoginPayload, ModerationItem, Pending,
+        SendAck, SessionEvent, SessionHook, UserKeys, validate_geo,
+    },
+};
+use socketioxide::extract::SocketRef;
+
+use self::{
+    inbox::{Inbox, InboxError, Outgoing, Stored},
+    mailman::Mailman,
+    sessions::Sessions,
+};
+use crate::{
+    bus::Bus,
+    config::PeopleSettings,
+    hub::{Hub, Occupancy},
+    unix_millis,
+};
+
+/// Longest a login waits for its user channel's subscription.
+const PREPARE_WAIT: Duration = Duration::from_secs(1);
+
+/// Who a socket is, once logged in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub user: UserId,
+    pub device: DeviceId,
+}
+
+/// A socket's login, kept in its membership.
+#[derive(Debug, Default)]
+pub enum LoginState {
+    #[default]
+    Out,
+    /// The login is being recorded; the session is registered already.
+    Pending(Arc<Identity>),
+    In(Arc<Identity>),
+}
+
+/// The socket's login slot: one login per socket.
+#[derive(Debug, Default)]
+pub struct LoginSlot(Mutex<LoginState>);
+
+impl LoginSlot {
+    /// The logged-in identity, if the login completed.
+    pub fn identity(&self) -> Result<Arc<Identity>, ProtocolError> {
+        match &*self.lock() {
+            LoginState::In(identity) => Ok(Arc::clone(identity)),
+            _ => Err(ProtocolError::new(
+                ErrorCode::NotLoggedIn,
+                "send login {userId, deviceId} first",
+            )),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LoginState> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A completed login: the ack to send, then the mailman to start.
+pub struct LoggedIn {
+    pub identity: Arc<Identity>,
+    pub pending: Pending,
+    pub start_delivery: Box<dyn FnOnce() + Send>,
+}
+
+impl LoggedIn {
+    pub fn ack(&self) -> LoginAck<'_> {
+        LoginAck {
+            ok: true,
+            user_id: self.identity.user.as_str(),
+            device_id: self.identity.device.as_str(),
+            pending: self.pending,
+        }
+    }
+}
+
+/// The result of a `chat`: the id to put in the sender's ack.
+#[derive(Debug)]
+pub struct Sent {
+    pub id: String,
+    pub duplicate: bool,
+    pub moderation: bool,
+}
+
+impl Sent {
+    pub fn ack(&self) -> SendAck<'_> {
+        SendAck {
+            ok: true,
+            id: &self.id,
+            duplicate: self.duplicate,
+            moderation: self.moderation,
+        }
+    }
+}
+
+pub struct People {
+    hub: Arc<Hub>,
+    bus: Arc<dyn Bus>,
+    sessions: Arc<Sessions>,
+    /// `None` when the worker runs without Redis (the in-memory bus of tests).
+    inbox: Option<Inbox>,
+    settings: PeopleSettings,
+    limits: Limits,
+    origin: NodeId,
+    next_moderation: AtomicU64,
+}
+
+impl People {
+    pub fn new(
+        hub: Arc<Hub>,
+        bus: Arc<dyn Bus>,
+        sessions: Arc<Sessions>,
+        inbox: Option<Inbox>,
+        settings: PeopleSettings,
+        limits: Limits,
+        origin: NodeId,
+    ) -> Self {
+        Self {
+            hub,
+            bus,
+            sessions,
+            inbox,
+            settings,
+            limits,
+            origin,
+            next_moderation: AtomicU64::new(0),
+        }
+    }
+
+    /// `login {userId, deviceId}`: binds the socket to the user (once), logs older sessions out
+    /// per the device policy, and answers with the waiting counts.
+    pub async fn login(
+        &self,
+        socket: &SocketRef,
+        slot: &LoginSlot,
+        payload: Option<LoginPayload>,
+    ) -> Result<LoggedIn, ProtocolError> {
+        let inbox = self.inbox()?;
+        let login = payload
+            .ok_or_else(|| ProtocolError::new(ErrorCode::InvalidPayload, LoginPayload::EXPECTED))?
+            .validate(&self.limits)?;
+        let identity = Arc::new(Identity {
+            user: login.user,
+            device: login.device,
+        });
+        {
+            let mut state = slot.lock();
+            if !matches!(*state, LoginState::Out) {
+                return Err(ProtocolError::new(
+                    ErrorCode::AlreadyLoggedIn,
+                    "this socket has logged in already",
+                ));
+            }
+            *state = LoginState::Pending(Arc::clone(&identity));
+        }
+
+        let topic = Topic::User(identity.user.clone());
+        if !self.hub.is_occupied(&topic)
+            && let Some(subscribed) = self.bus.prepare(&topic)
+        {
+            let _ = tokio::time::timeout(PREPARE_WAIT, subscribed).await;
+        }
+        let mailbox = self
+            .sessions
+            .add(&identity.user, identity.device.clone(), socket.clone());
+        if self.hub.enter(&topic) == Occupancy::Changed {
+            self.bus.occupancy_changed(&topic);
+        }
+
+        let hook = self.session_hook(SessionEvent::Login, &identity);
+        let record = match inbox.login(&identity.user, &identity.device, hook).await {
+            Ok(record) => record,
+            Err(err) => {
+                tracing::warn!(user = %identity.user, cause = %err, "login not recorded");
+                self.forget(&identity.user, socket);
+                *slot.lock() = LoginState::Out;
+                return Err(unavailable(&err));
+            }
+        };
+        {
+            let mut state = slot.lock();
+            // The socket may have gone while the login was recorded; its disconnect handler
+            // forgot the session then.
+            if !matches!(*state, LoginState::Pending(_)) || !socket.connected() {
+                self.forget(&identity.user, socket);
+                return Err(ProtocolError::new(
+                    ErrorCode::NotLoggedIn,
+                    "the socket closed during login",
+                ));
+            }
+            *state = LoginState::In(Arc::clone(&identity));
+        }
+        self.sessions
+            .set_generation(&identity.user, socket.id, record.generation);
+        tracing::debug!(user = %identity.user, device = %identity.device, generation = record.generation, waiting = record.waiting, "logged in");
+
+        let mailman = Mailman {
+            inbox: inbox.clone(),
+            user: identity.user.clone(),
+            socket: socket.clone(),
+            batch: self.settings.delivery_batch,
+            ack_timeout: self.settings.delivery_ack_timeout(),
+        };
+        Ok(LoggedIn {
+            identity,
+            pending: Pending {
+                chat: record.waiting,
+            },
+            start_delivery: Box::new(move || {
+                tokio::spawn(mailman.run(mailbox));
+            }),
+        })
+    }
+
+    /// `chat {to, text, clientMsgId?}` from a logged-in socket: stored in the recipient's inbox
+    /// (or handed to the moderation filter) before the answer.
+    pub async fn chat(
+        &self,
+        sender: &Identity,
+        payload: Option<ChatPayload>,
+    ) -> Result<Sent, ProtocolError> {
+        let inbox = self.inbox()?;
+        let request = payload
+            .ok_or_else(|| ProtocolError::new(ErrorCode::InvalidPayload, ChatPayload::EXPECTED))?
+            .validate(&self.limits)?;
+        let ts = unix_millis();
+        if self.settings.moderation {
+            let item = ModerationItem {
+                mid: format!(
+                    "{}-m{}",
+                    self.origin,
+                    self.next_moderation.fetch_add(1, Ordering::Relaxed)
+                ),
+                from: sender.user.as_str().to_owned(),
+                to: request.to.as_str().to_owned(),
+                text: request.text.as_str().to_owned(),
+                ts,
+                client_msg_id: request.client_msg_id.map(|id| id.as_str().to_owned()),
+            };
+            return self.submit_for_moderation(inbox, item).await;
+        }
+        let fields = DirectMessageFields {
+            from: sender.user.as_str(),
+            to: request.to.as_str(),
+            text: request.text.as_str(),
+            ts,
+            client_msg_id: request.client_msg_id.as_ref().map(|id| id.as_str()),
+        };
+        let marker = request
+            .client_msg_id
+            .as_ref()
+            .map(|id| UserKeys::sent_marker(inbox.prefix(), &sender.user, id.as_str()));
+        let stored = inbox
+            .send(Outgoing {
+                to: &request.to,
+                body: &fields.body(),
+                sent_marker: marker.as_deref(),
+            })
+            .await
+            .map_err(|err| send_refusal(&err))?;
+        Ok(match stored {
+            Stored::New(id) => Sent {
+                id,
+                duplicate: false,
+                moderation: false,
+            },
+            Stored::Duplicate(id) => Sent {
+                id,
+                duplicate: true,
+                moderation: false,
+            },
+        })
+    }
+
+    /// `geo {...}` from a logged-in socket: forwarded to the geo hook channel.
+    pub async fn geo(
+        &self,
+        sender: &Identity,
+        payload: Option<serde_json::Value>,
+    ) -> Result<(), ProtocolError> {
+        let inbox = self.inbox()?;
+        let data = validate_geo(payload)?;
+        if self.settings.geo_channel.is_empty() {
+            return Err(ProtocolError::new(
+                ErrorCode::Unavailable,
+                "geo events are not collected here",
+            ));
+        }
+        let hook = GeoHook {
+            user_id: sender.user.as_str(),
+            device_id: sender.device.as_str(),
+            ts: unix_millis(),
+            data: &data,
+        };
+        let message = serde_json::to_string(&hook).unwrap_or_default();
+        inbox
+            .publish(&self.settings.geo_channel, message)
+            .await
+            .map(drop)
+            .map_err(|err| unavailable(&err))
+    }
+
+    /// The socket closed: forgets its session and tells the login hook.
+    pub async fn end(&self, socket: &SocketRef, slot: &LoginSlot) {
+        let state = std::mem::take(&mut *slot.lock());
+        let identity = match state {
+            LoginState::Out => return,
+            LoginState::Pending(identity) => {
+                self.forget(&identity.user, socket);
+                return;
+            }
+            LoginState::In(identity) => identity,
+        };
+        self.forget(&identity.user, socket);
+        if let (Some(inbox), Some((channel, message))) = (
+            &self.inbox,
+            self.session_hook(SessionEvent::Logout, &identity),
+        ) && let Err(err) = inbox.publish(channel, message).await
+        {
+            tracing::debug!(cause = %err, "logout hook not published");
+        }
+    }
+
+    /// Stores a message the moderation filter handed back. Every worker receives it; the
+    /// send script's marker makes the first one store it and the others find a duplicate.
+    pub async fn deliver_moderated(&self, item: &str) {
+        let Some(inbox) = &self.inbox else { return };
+        match moderation::approved(item, &self.limits) {
+            Ok(approved) => {
+                let marker = UserKeys::sent_marker(inbox.prefix(), &approved.from, &approved.token);
+                let fields = approved.fields();
+                let outcome = inbox
+                    .send(Outgoing {
+                        to: &approved.to,
+                        body: &fields.body(),
+                        sent_marker: Some(&marker),
+                    })
+                    .await;
+                match outcome {
+                    Ok(stored) => tracing::debug!(?stored, "moderated message stored"),
+                    Err(err) => tracing::warn!(cause = %err, "moderated message not stored"),
+                }
+            }
+            Err(err) => tracing::warn!(cause = %err, "dropping a bad message from the filter"),
+        }
+    }
+
+    /// Logged-in sockets on this worker.
+    pub fn session_count(&self) -> usize {
+        self.sessions.count()
+    }
+
+    async fn submit_for_moderation(
+        &self,
+        inbox: &Inbox,
+        item: ModerationItem,
+    ) -> Result<Sent, ProtocolError> {
+        let message = serde_json::to_string(&item).unwrap_or_default();
+        let listeners = inbox
+            .publish(&self.settings.filter_channel, message)
+            .await
+            .map_err(|err| unavailable(&err))?;
+        if listeners == 0 {
+            return Err(ProtocolError::new(
+                ErrorCode::Unavailable,
+                "the moderation filter is not listening; the message was not sent",
+            ));
+        }
+        Ok(Sent {
+            id: item.mid,
+            duplicate: false,
+            moderation: true,
+        })
+    }
+
+    fn forget(&self, user: &UserId, socket: &SocketRef) {
+        if self.sessions.remove(user, socket.id) {
+            let topic = Topic::User(user.clone());
+            if self.hub.leave(&topic) == Occupancy::Changed {
+                self.bus.occupancy_changed(&topic);
+            }
+        }
+    }
+
+    fn session_hook(&self, event: SessionEvent, identity: &Identity) -> Option<(&str, String)> {
+        if self.settings.login_channel.is_empty() {
+            return None;
+        }
+        let node = self.origin.to_string();
+        let hook = SessionHook {
+            event,
+            user_id: identity.user.as_str(),
+            device_id: identity.device.as_str(),
+            ts: unix_millis(),
+            node: &node,
+        };
+        Some((
+            &self.settings.login_channel,
+            serde_json::to_string(&hook).unwrap_or_default(),
+        ))
+    }
+
+    fn inbox(&self) -> Result<&Inbox, ProtocolError> {
+        self.inbox.as_ref().ok_or_else(|| {
+            ProtocolError::new(
+                ErrorCode::Unavailable,
+                "direct messages need Redis, and this worker runs without it",
+            )
+        })
+    }
+}
+
+fn unavailable(err: &InboxError) -> ProtocolError {
+    ProtocolError::new(
+        ErrorCode::Unavailable,
+        format!("the message store is unreachable ({err}); nothing was changed, retry later"),
+    )
+}
+
+fn send_refusal(err: &InboxError) -> ProtocolError {
+    match err {
+        InboxError::Full { waiting } => ProtocolError::new(
+            ErrorCode::InboxFull,
+            format!(
+                "the recipient has {waiting} messages waiting, the most allowed; the message was not stored"
+            ),
+        ),
+        other => unavailable(other),
+    }
+}
