@@ -252,6 +252,30 @@ describe("people", () => {
     await cluster.stop();
   });
 
+  test("with Redis persistence on, stored messages survive a Redis restart; sends during the outage are refused, not lost", async () => {
+    const redis = await startRedis({ persistent: true });
+    const cluster = await startCluster({ workers: 2, redisUrl: redis.url });
+    const ann = person(cluster.url(0), "ann", "phone");
+    await ann.loggedIn();
+    const texts = Array.from({ length: 5 }, (_, i) => `kept ${i}`);
+    for (const text of texts) assert.equal((await ann.dm("bob", text)).ok, true);
+
+    await redis.stop();
+    const refused = await ann.dm("bob", "while redis is away");
+    assert.equal(refused.ok, false);
+    assert.equal(refused.error.code, "unavailable", JSON.stringify(refused));
+    await redis.restart();
+    await until("worker 1 to be connected to Redis again", async () => (await fetch(`${cluster.url(1)}/ready`)).ok);
+
+    const bob = person(cluster.url(1), "bob", "phone");
+    await bob.loggedIn();
+    assert.deepEqual(await bob.texts(texts.length), texts);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.equal(bob.messages.length, texts.length, "the refused message was not stored");
+    disconnectAll(ann, bob);
+    await cluster.stop();
+  });
+
   test("moderation: messages wait for the filter and are delivered as it hands them back", async () => {
     const redis = await startRedis();
     const cluster = await startCluster({ workers: 2, redisUrl: redis.url, extraArgs: ["--moderation"] });

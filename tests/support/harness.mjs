@@ -208,16 +208,26 @@ export function redisCommand(port, ...args) {
   });
 }
 
-/** A private redis-server on a free port; `stop()` kills it, `restart()` starts it again on the same port. */
-export async function startRedis() {
+/**
+ * A private redis-server on a free port; `stop()` kills it, `restart()` starts it again on the
+ * same port. `persistent: true` turns on the append-only file (fsync always) in a temp dir, so
+ * data survives `stop()` + `restart()`.
+ */
+export async function startRedis({ persistent = false } = {}) {
   const port = await freePort();
+  let persistence = ["--save", "", "--appendonly", "no"];
+  if (persistent) {
+    const dir = mkdtempSync(path.join(os.tmpdir(), "chat-redis-"));
+    tempDirs.add(dir);
+    persistence = ["--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", dir];
+  }
   const redis = {
     port,
     url: `redis://127.0.0.1:${port}`,
     child: null,
     async restart() {
       this.child = track(
-        spawn(redisServerPath(), ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], {
+        spawn(redisServerPath(), ["--port", String(port), "--bind", "127.0.0.1", ...persistence], {
           stdio: ["ignore", "ignore", "pipe"],
         }),
         `redis-server:${port}`,

@@ -129,6 +129,11 @@ pub struct PeopleSettings {
     #[arg(long, env = "CHAT_INBOX_MAX_AGE_SECS", default_value_t = 7 * 24 * 3600)]
     pub inbox_max_age_secs: u64,
 
+    /// How long a sender's `clientMsgId` is remembered, in seconds: a retry within this window
+    /// is answered with the first send's id instead of sending again.
+    #[arg(long, env = "CHAT_RETRY_WINDOW_SECS", default_value_t = 600)]
+    pub retry_window_secs: u64,
+
     /// Waiting messages sent in one `chat` event at login.
     #[arg(long, env = "CHAT_DELIVERY_BATCH", default_value_t = 50)]
     pub delivery_batch: usize,
@@ -193,6 +198,10 @@ pub struct PeopleSettings {
 impl PeopleSettings {
     pub fn inbox_max_age(&self) -> Duration {
         Duration::from_secs(self.inbox_max_age_secs)
+    }
+
+    pub fn retry_window(&self) -> Duration {
+        Duration::from_secs(self.retry_window_secs)
     }
 
     pub fn delivery_ack_timeout(&self) -> Duration {

@@ -73,6 +73,7 @@ pub struct Inbox {
     login: Script,
     max_messages: u64,
     max_age: Duration,
+    retry_window: Duration,
     offline_channel: String,
     history_channel: String,
 }
@@ -87,6 +88,7 @@ impl Inbox {
             login: Script::from_lua(LOGIN_LUA),
             max_messages: settings.inbox_max_messages,
             max_age: settings.inbox_max_age(),
+            retry_window: settings.retry_window(),
             offline_channel: settings.offline_channel.clone(),
             history_channel: settings.history_channel.clone(),
         }
@@ -120,6 +122,7 @@ impl Inbox {
                     keys.channel,
                     self.offline_channel.clone(),
                     self.history_channel.clone(),
+                    self.retry_window.as_millis().to_string(),
                 ],
             )
             .await?;

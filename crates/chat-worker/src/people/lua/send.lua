@@ -5,11 +5,12 @@
 -- KEYS[2]  the sender's clientMsgId marker, or '' for none
 -- ARGV[1]  most messages an inbox may hold
 -- ARGV[2]  oldest entry id kept (unix ms): older entries are trimmed first
--- ARGV[3]  inbox and marker lifetime, ms
+-- ARGV[3]  inbox lifetime after the last send, ms
 -- ARGV[4]  the message body: its JSON without the leading '{' and without the id
 -- ARGV[5]  the recipient's user channel
 -- ARGV[6]  offline hook channel, or '' for none
 -- ARGV[7]  history hook channel, or '' for none
+-- ARGV[8]  how long the clientMsgId marker is kept, ms
 --
 -- Returns {'stored', id}, {'duplicate', first id} or {'full', messages waiting}.
 if KEYS[2] ~= '' then
@@ -26,7 +27,7 @@ end
 local id = redis.call('XADD', KEYS[1], '*', 'b', ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 if KEYS[2] ~= '' then
-  redis.call('SET', KEYS[2], id, 'PX', ARGV[3])
+  redis.call('SET', KEYS[2], id, 'PX', ARGV[8])
 end
 local message = '{"id":"' .. id .. '",' .. ARGV[4]
 local online = redis.call('PUBLISH', ARGV[5], '{"kind":"chat","id":"' .. id .. '","message":' .. message .. '}')
