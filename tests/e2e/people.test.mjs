@@ -22,7 +22,7 @@ describe("people", () => {
     const hooks = await subscribe(redis.port, "chat_message_channel", "chat_message_history_channel", "login_message_channel");
     const cluster = await startCluster({ workers: 2, redisUrl: redis.url });
     const ann = person(cluster.url(0), "ann", "phone");
-    assert.deepEqual((await ann.loggedIn()).pending, { chat: 0 });
+    assert.deepEqual((await ann.loggedIn()).pending, { chat: 0, notifications: 0 });
 
     const texts = Array.from({ length: 7 }, (_, i) => `offline ${i}`);
     const ids = [];
@@ -36,7 +36,7 @@ describe("people", () => {
     assert.deepEqual(hooks.messages.chat_message_channel.map((m) => m.text), texts);
 
     const bob = person(cluster.url(1), "bob", "laptop");
-    assert.deepEqual((await bob.loggedIn()).pending, { chat: texts.length });
+    assert.deepEqual((await bob.loggedIn()).pending, { chat: texts.length, notifications: 0 });
     assert.deepEqual(await bob.texts(texts.length), texts, "in order");
     assert.deepEqual(bob.messages.map((m) => m.id), ids, "the ids the senders' acks gave");
     for (const m of bob.messages) {
@@ -50,7 +50,7 @@ describe("people", () => {
     bob.disconnect();
 
     const again = person(cluster.url(0), "bob", "laptop");
-    assert.deepEqual((await again.loggedIn()).pending, { chat: 0 });
+    assert.deepEqual((await again.loggedIn()).pending, { chat: 0, notifications: 0 });
     await new Promise((resolve) => setTimeout(resolve, 300));
     assert.equal(again.messages.length, 0, "nothing comes twice after the ack");
     await hooks.until("a logout hook for the closed socket", () => hooks.messages.login_message_channel.some((h) => h.event === "logout" && h.userId === "bob"));

@@ -37,8 +37,28 @@ function track(child, name) {
   return child;
 }
 
-/** Kills every process this harness started that is still running, and removes temp dirs. */
+/** Clients and connections a test opened: closed by `cleanup()`, so that a failed test that
+ * never reached its own disconnects cannot keep the test process alive. */
+const openClients = new Set();
+
+/** Registers something with a `close()` (or `disconnect()`) for `cleanup()`. */
+export function trackClient(client) {
+  openClients.add(client);
+  return client;
+}
+
+/** Kills every process this harness started that is still running, closes every client, and
+ * removes temp dirs. */
 export async function cleanup() {
+  for (const client of openClients) {
+    try {
+      if (typeof client.disconnect === "function") client.disconnect();
+      else client.close();
+    } catch {
+      // Already closed.
+    }
+  }
+  openClients.clear();
   const exits = [];
   for (const child of children) {
     exits.push(new Promise((resolve) => child.once("exit", resolve)));
@@ -265,7 +285,7 @@ function withoutWorkerSettings() {
 }
 
 /** `chat-cluster supervise` with its JSON console lines collected in `lines`. */
-export async function startCluster({ workers = 2, redisUrl, extraArgs = [] }) {
+export async function startCluster({ workers = 2, redisUrl, extraArgs = [], env = {} }) {
   const basePort = await freePortRange(workers);
   const adminPort = await freePort();
   const child = track(
@@ -280,7 +300,7 @@ export async function startCluster({ workers = 2, redisUrl, extraArgs = [] }) {
         "--shutdown-grace-ms", "2000",
         ...extraArgs,
       ],
-      { stdio: ["ignore", "pipe", "pipe"], env: withoutWorkerSettings() },
+      { stdio: ["ignore", "pipe", "pipe"], env: { ...withoutWorkerSettings(), ...env } },
     ),
     "supervisor",
   );
@@ -441,14 +461,14 @@ export async function startNginx({ upstreams }) {
  * `username` makes it emit `join` on every (re)connection, as the page does.
  */
 export function chatClient(url, { roomid, username, ...options } = {}) {
-  const socket = io(url, {
+  const socket = trackClient(io(url, {
     forceNew: true,
     reconnectionDelay: 100,
     reconnectionDelayMax: 500,
     transports: ["websocket"],
     ...(roomid === undefined ? {} : { query: { roomid } }),
     ...options,
-  });
+  }));
   const received = [];
   const arrivals = new EventEmitter();
   socket.on("connect_error", (err) => {

@@ -4,6 +4,7 @@
 import net from "node:net";
 import { EventEmitter } from "node:events";
 import { io } from "socket.io-client";
+import { trackClient } from "./harness.mjs";
 
 const WAIT_MS = 10_000;
 
@@ -32,13 +33,16 @@ function untilChanged(events, what, check, seen, timeoutMs) {
  * once; `ack: "hold"` keeps the ack callbacks in `held` until `releaseAcks()`.
  */
 export function person(url, userId, deviceId, { ack = "auto", ...options } = {}) {
-  const socket = io(url, {
-    forceNew: true,
-    reconnectionDelay: 100,
-    reconnectionDelayMax: 500,
-    transports: ["websocket"],
-    ...options,
-  });
+  // userId may be undefined: with handshake authentication the token names the user.
+  const socket = trackClient(
+    io(url, {
+      forceNew: true,
+      reconnectionDelay: 100,
+      reconnectionDelayMax: 500,
+      transports: ["websocket"],
+      ...options,
+    }),
+  );
   const events = new EventEmitter();
   Object.assign(socket, {
     /** Every message delivered, in arrival order (arrays flattened). */
@@ -61,6 +65,16 @@ export function person(url, userId, deviceId, { ack = "auto", ...options } = {})
       if (state.ackMode === "auto") callback({ ok: true });
       else state.held.push(callback);
     }
+    events.emit("change");
+  });
+  // Every other server event (notification, push_message, receive_message, custom push events)
+  // is recorded in `seen`; one sent with an ack is acknowledged at once.
+  socket.seen = [];
+  socket.onAny((event, ...args) => {
+    if (event === "chat") return;
+    const callback = typeof args.at(-1) === "function" ? args.pop() : null;
+    socket.seen.push({ event, payload: args[0], acked: Boolean(callback) });
+    if (callback) callback({ ok: true });
     events.emit("change");
   });
   socket.on("logout", (notice) => {
@@ -94,6 +108,10 @@ export function person(url, userId, deviceId, { ack = "auto", ...options } = {})
     async texts(count) {
       await socket.until(`${count} messages`, () => socket.messages.length >= count);
       return socket.messages.map((m) => m.text);
+    },
+    /** The payloads of `event` seen so far. */
+    of(event) {
+      return socket.seen.filter((e) => e.event === event).map((e) => e.payload);
     },
     releaseAcks() {
       const held = socket.held.splice(0);
@@ -179,7 +197,7 @@ export async function subscribe(port, ...channels) {
   let request = `*${channels.length + 1}\r\n$9\r\nSUBSCRIBE\r\n`;
   for (const c of channels) request += `$${Buffer.byteLength(c)}\r\n${c}\r\n`;
   socket.write(request);
-  const subscriber = {
+  const subscriber = trackClient({
     messages,
     until(what, check, timeoutMs = WAIT_MS) {
       return untilChanged(events, what, check, () => JSON.stringify(messages), timeoutMs);
@@ -187,7 +205,7 @@ export async function subscribe(port, ...channels) {
     close() {
       socket.destroy();
     },
-  };
+  });
   await subscriber.until("the subscriptions", () => confirmed === channels.length);
   return subscriber;
 }

@@ -36,6 +36,8 @@ pub enum ErrorCode {
     InboxFull,
     /// The store (Redis) is unreachable or failed; nothing was stored. Retry later.
     Unavailable,
+    /// The socket is authenticated as another user than the payload names.
+    Forbidden,
 }
 
 impl ErrorCode {
@@ -55,6 +57,7 @@ impl ErrorCode {
             Self::AlreadyLoggedIn => "already_logged_in",
             Self::InboxFull => "inbox_full",
             Self::Unavailable => "unavailable",
+            Self::Forbidden => "forbidden",
         }
     }
 }

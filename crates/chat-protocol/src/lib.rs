@@ -9,6 +9,7 @@ pub mod client;
 pub mod error;
 pub mod limits;
 pub mod people;
+pub mod push;
 pub mod report;
 pub mod server;
 pub mod status;

@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::{
-    ChatText, ClientMsgId, DeviceId, Limits, ProtocolError, UserId, client::invalid_payload,
+    ChatText, ClientMsgId, DeviceId, ErrorCode, Limits, ProtocolError, UserId,
+    client::invalid_payload,
 };
 
 /// Events a client sends for people features.
@@ -41,11 +42,13 @@ impl IdValue {
     }
 }
 
-/// Payload of `login`: `{"userId": "...", "deviceId": "..."}` (ids may be numbers).
+/// Payload of `login`: `{"userId": "...", "deviceId": "..."}` (ids may be numbers). With
+/// handshake authentication `userId` may be left out; if given it must be the token's subject.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LoginPayload {
-    user_id: IdValue,
+    #[serde(default)]
+    user_id: Option<IdValue>,
     device_id: IdValue,
 }
 
@@ -59,9 +62,29 @@ pub struct Login {
 impl LoginPayload {
     pub const EXPECTED: &'static str = "login expects {\"userId\": string, \"deviceId\": string}";
 
-    pub fn validate(self, limits: &Limits) -> Result<Login, ProtocolError> {
+    /// Validates the payload; `authenticated` is the identity the handshake proved, if any.
+    pub fn validate(
+        self,
+        limits: &Limits,
+        authenticated: Option<&UserId>,
+    ) -> Result<Login, ProtocolError> {
+        let claimed = self
+            .user_id
+            .map(|id| UserId::parse(&id.into_text(), limits))
+            .transpose()?;
+        let user = match (authenticated, claimed) {
+            (Some(proved), Some(claimed)) if claimed != *proved => {
+                return Err(ProtocolError::new(
+                    ErrorCode::Forbidden,
+                    format!("this socket is authenticated as {proved}, not {claimed}"),
+                ));
+            }
+            (Some(proved), _) => proved.clone(),
+            (None, Some(claimed)) => claimed,
+            (None, None) => return Err(invalid_payload(Self::EXPECTED)),
+        };
         Ok(Login {
-            user: UserId::parse(&self.user_id.into_text(), limits)?,
+            user,
             device: DeviceId::parse(&self.device_id.into_text(), limits)?,
         })
     }
@@ -190,6 +213,15 @@ pub enum UserFrame<'a> {
     /// The user logged in; `generation` counts the user's logins. In the `single` device policy,
     /// every older session is logged out.
     Login { generation: u64, device: &'a str },
+    /// A notification to emit as `event` to every logged-in socket of the user. `id` is its
+    /// unread-store id when it was stored; `remove_on_ack` says that the client's ack removes it
+    /// from the store (the `notification` channel's `needStore`).
+    Push {
+        event: &'a str,
+        id: Option<StreamId>,
+        remove_on_ack: bool,
+        payload: &'a RawValue,
+    },
 }
 
 #[derive(Debug, Deserialize)]
@@ -203,6 +235,12 @@ struct RawUserFrame<'a> {
     generation: Option<u64>,
     #[serde(default)]
     device: Option<&'a str>,
+    #[serde(default)]
+    event: Option<&'a str>,
+    #[serde(default, borrow)]
+    payload: Option<&'a RawValue>,
+    #[serde(default, rename = "removeOnAck")]
+    remove_on_ack: bool,
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -231,6 +269,22 @@ impl<'a> UserFrame<'a> {
                     .device
                     .ok_or(UserFrameError("login frame without a device"))?,
             }),
+            "push" => Ok(Self::Push {
+                event: raw
+                    .event
+                    .ok_or(UserFrameError("push frame without an event"))?,
+                id: match raw.id {
+                    Some(id) => Some(
+                        id.parse()
+                            .map_err(|()| UserFrameError("push frame with a bad id"))?,
+                    ),
+                    None => None,
+                },
+                remove_on_ack: raw.remove_on_ack,
+                payload: raw
+                    .payload
+                    .ok_or(UserFrameError("push frame without a payload"))?,
+            }),
             _ => Err(UserFrameError("unknown kind")),
         }
     }
@@ -245,6 +299,8 @@ pub struct UserKeys {
     pub login: String,
     /// Pub/sub channel of the user's live frames.
     pub channel: String,
+    /// Stream of unread notifications.
+    pub unread: String,
 }
 
 impl UserKeys {
@@ -253,6 +309,7 @@ impl UserKeys {
             inbox: format!("{prefix}inbox:{user}"),
             login: format!("{prefix}login:{user}"),
             channel: user_channel(prefix, user),
+            unread: format!("{prefix}unread:{user}"),
         }
     }
 
@@ -267,7 +324,18 @@ pub fn user_channel(prefix: &str, user: &UserId) -> String {
     format!("{prefix}user:{user}")
 }
 
-/// Answer to `login`: `{ok:true, userId, deviceId, pending:{chat}}`.
+/// The user-channel frame of a push without storage: `{"kind":"push","event":..,"payload":..}`.
+pub fn push_frame(event: &str, payload: &str) -> String {
+    let mut frame = String::with_capacity(event.len() + payload.len() + 40);
+    frame.push_str("{\"kind\":\"push\",\"event\":\"");
+    frame.push_str(event);
+    frame.push_str("\",\"payload\":");
+    frame.push_str(payload);
+    frame.push('}');
+    frame
+}
+
+/// Answer to `login`: `{ok:true, userId, deviceId, pending:{chat, notifications}}`.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LoginAck<'a> {
@@ -282,6 +350,8 @@ pub struct LoginAck<'a> {
 pub struct Pending {
     /// Direct messages in the inbox, delivered right after the login ack.
     pub chat: u64,
+    /// Unread notifications, sent as `push_message` right after the login ack.
+    pub notifications: u64,
 }
 
 /// Answer to `chat`: `{ok:true, id}`; `duplicate:true` when the `clientMsgId` was sent before
@@ -361,7 +431,6 @@ pub struct ModerationItem {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ErrorCode;
 
     fn limits() -> Limits {
         Limits::default()
@@ -371,7 +440,7 @@ mod tests {
     fn login_payloads() {
         let login = serde_json::from_str::<LoginPayload>(r#"{"userId":"ann","deviceId":"web-1"}"#)
             .unwrap()
-            .validate(&limits())
+            .validate(&limits(), None)
             .unwrap();
         assert_eq!(
             (login.user.as_str(), login.device.as_str()),
@@ -379,15 +448,31 @@ mod tests {
         );
         let numeric = serde_json::from_str::<LoginPayload>(r#"{"userId":42,"deviceId":7}"#)
             .unwrap()
-            .validate(&limits())
+            .validate(&limits(), None)
             .unwrap();
         assert_eq!(numeric.user.as_str(), "42");
         assert!(serde_json::from_str::<LoginPayload>(r#"{"userId":"ann"}"#).is_err());
         let bad = serde_json::from_str::<LoginPayload>(r#"{"userId":"a b","deviceId":"d"}"#)
             .unwrap()
-            .validate(&limits())
+            .validate(&limits(), None)
             .unwrap_err();
         assert_eq!(bad.code, ErrorCode::InvalidUser);
+        let anonymous = serde_json::from_str::<LoginPayload>(r#"{"deviceId":"d"}"#).unwrap();
+        assert_eq!(
+            anonymous.validate(&limits(), None).unwrap_err().code,
+            ErrorCode::InvalidPayload
+        );
+        let proved = UserId::parse("ann", &limits()).unwrap();
+        let login = serde_json::from_str::<LoginPayload>(r#"{"deviceId":"d"}"#)
+            .unwrap()
+            .validate(&limits(), Some(&proved))
+            .unwrap();
+        assert_eq!(login.user, proved);
+        let forged = serde_json::from_str::<LoginPayload>(r#"{"userId":"bob","deviceId":"d"}"#)
+            .unwrap()
+            .validate(&limits(), Some(&proved))
+            .unwrap_err();
+        assert_eq!(forged.code, ErrorCode::Forbidden);
     }
 
     #[test]
@@ -455,6 +540,29 @@ mod tests {
             })
         ));
         assert!(UserFrame::parse(r#"{"kind":"chat","id":"7"}"#).is_err());
+        let push = push_frame("like", r#"{"n":1}"#);
+        match UserFrame::parse(&push).unwrap() {
+            UserFrame::Push {
+                event,
+                id,
+                remove_on_ack,
+                payload,
+            } => {
+                assert_eq!((event, id, remove_on_ack), ("like", None, false));
+                assert_eq!(payload.get(), r#"{"n":1}"#);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(matches!(
+            UserFrame::parse(
+                r#"{"kind":"push","event":"n","id":"4-2","removeOnAck":true,"payload":{}}"#
+            ),
+            Ok(UserFrame::Push {
+                id: Some(StreamId { ms: 4, seq: 2 }),
+                remove_on_ack: true,
+                ..
+            })
+        ));
         assert!(UserFrame::parse(r#"{"kind":"other"}"#).is_err());
         assert!(UserFrame::parse("not json").is_err());
     }

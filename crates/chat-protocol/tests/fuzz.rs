@@ -6,6 +6,10 @@ use chat_protocol::{
     bus::{NodeId, decode_frame, encode_frame},
     client::{JoinPayload, SayPayload},
     people::{ChatPayload, LoginPayload, UserFrame},
+    push::{
+        BroadcastRequest, ChannelNotification, LegacyPushRequest, PushRequest, parse_event_name,
+        parse_users,
+    },
 };
 use proptest::prelude::*;
 
@@ -29,7 +33,7 @@ proptest! {
             let _ = payload.validate(&limits());
         }
         if let Ok(payload) = serde_json::from_str::<LoginPayload>(&raw) {
-            let _ = payload.validate(&limits());
+            let _ = payload.validate(&limits(), None);
         }
         if let Ok(payload) = serde_json::from_str::<ChatPayload>(&raw) {
             let _ = payload.validate(&limits());
@@ -37,12 +41,40 @@ proptest! {
         let _ = UserFrame::parse(&raw);
     }
 
+    /// HTTP API bodies and notification channel messages: any text parses to a request or an
+    /// error, and validating a parsed request never panics.
+    #[test]
+    fn api_bodies_never_panic(raw in ".{0,300}", users in proptest::collection::vec("[ -~]{0,20}", 0..5), event in "[ -~]{0,70}") {
+        if let Ok(request) = serde_json::from_str::<PushRequest>(&raw) {
+            let _ = parse_users(request.users, "users", &limits());
+            let _ = parse_event_name(request.event.as_deref());
+        }
+        if let Ok(request) = serde_json::from_str::<BroadcastRequest>(&raw) {
+            let _ = request.room(&limits());
+        }
+        if let Ok(request) = serde_json::from_str::<LegacyPushRequest>(&raw) {
+            let _ = parse_users(request.tokens, "tokens", &limits());
+        }
+        if let Ok(message) = serde_json::from_str::<ChannelNotification>(&raw) {
+            let _ = parse_users(message.to_who, "toWho", &limits());
+        }
+        let body = serde_json::json!({"users": users, "category": "system", "data": {"e": event}, "event": event});
+        if let Ok(request) = serde_json::from_value::<PushRequest>(body) {
+            if let Ok(accepted) = parse_users(request.users, "users", &limits()) {
+                prop_assert!(!accepted.is_empty());
+            }
+            if let Ok(name) = parse_event_name(request.event.as_deref()) {
+                prop_assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || "_-.:".contains(c)));
+            }
+        }
+    }
+
     /// People payloads with arbitrary ids: an accepted id is always safe for Redis key and
     /// channel names and for splicing into JSON without escaping.
     #[test]
     fn accepted_people_ids_are_safe(user in ".{0,70}", device in "[ -~]{0,70}", text in "\\PC{0,40}") {
         let json = serde_json::json!({"userId": user, "deviceId": device}).to_string();
-        if let Ok(login) = serde_json::from_str::<LoginPayload>(&json).unwrap().validate(&limits()) {
+        if let Ok(login) = serde_json::from_str::<LoginPayload>(&json).unwrap().validate(&limits(), None) {
             for id in [login.user.as_str(), login.device.as_str()] {
                 prop_assert!(!id.is_empty() && id.len() <= limits().max_user_id_len);
                 prop_assert!(id.chars().all(|c| c.is_ascii_alphanumeric() || "_-.:@".contains(c)));

@@ -58,7 +58,8 @@ pub fn render(options: &NginxOptions) -> String {
         http,
         "        proxy_set_header Connection $connection_upgrade;"
     );
-    let _ = writeln!(http, "        proxy_set_header Host $host;");
+    // The Host as the browser sent it, port included: workers compare it with Origin.
+    let _ = writeln!(http, "        proxy_set_header Host $http_host;");
     let _ = writeln!(http, "        proxy_set_header X-Real-IP $remote_addr;");
     let _ = writeln!(
         http,

@@ -89,6 +89,68 @@ pub struct WorkerSettings {
 
     #[command(flatten)]
     pub people: PeopleSettings,
+
+    #[command(flatten)]
+    pub auth: AuthSettings,
+
+    #[command(flatten)]
+    pub push: PushSettings,
+}
+
+/// Handshake authentication and the push API's key. Secrets themselves are never settings (they
+/// would show in `check-config` and in the settings handed to workers): they come from the
+/// environment (`CHAT_JWT_SECRET`, `CHAT_API_KEY`) or from the files named here.
+#[derive(Debug, Clone, PartialEq, clap::Args, Serialize, Deserialize)]
+pub struct AuthSettings {
+    /// Where a socket's identity comes from: `none` trusts the `login` payload; `jwt` requires
+    /// an HS256 token in the handshake (`auth: {token}` or the auth cookie) and uses its `sub`.
+    #[arg(long, env = "CHAT_AUTH", value_enum, default_value = "none")]
+    pub auth: AuthMode,
+
+    /// File holding the JWT secret (else `CHAT_JWT_SECRET`).
+    #[arg(long, env = "CHAT_JWT_SECRET_FILE")]
+    pub jwt_secret_file: Option<std::path::PathBuf>,
+
+    /// Cookie that may carry the token when the handshake's auth payload has none.
+    #[arg(long, env = "CHAT_AUTH_COOKIE", default_value = "chat_token")]
+    pub auth_cookie: String,
+
+    /// Clock skew tolerated on a token's `exp` and `nbf`, in seconds.
+    #[arg(long, env = "CHAT_JWT_LEEWAY_SECS", default_value_t = 5)]
+    pub jwt_leeway_secs: u64,
+
+    /// File holding the push API key (else `CHAT_API_KEY`; with neither, the API answers 503).
+    #[arg(long, env = "CHAT_API_KEY_FILE")]
+    pub api_key_file: Option<std::path::PathBuf>,
+
+    /// Browser origins allowed to open sockets and call the API (comma-separated, `*` for any).
+    /// The page's own origin (the request's Host) is always allowed.
+    #[arg(long, env = "CHAT_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+}
+
+/// Push notifications: the HTTP API, the `notification` channel and the unread store.
+#[derive(Debug, Clone, PartialEq, clap::Args, Serialize, Deserialize)]
+pub struct PushSettings {
+    /// Largest push API request body, in bytes; larger ones get 413.
+    #[arg(long, env = "CHAT_MAX_API_BODY_BYTES", default_value_t = 64 * 1024)]
+    pub max_api_body_bytes: usize,
+
+    /// Notifications one user's unread store keeps; older ones are dropped first.
+    #[arg(long, env = "CHAT_UNREAD_MAX", default_value_t = 200)]
+    pub unread_max: u64,
+
+    /// Time an unread store is kept after its last notification, in seconds.
+    #[arg(long, env = "CHAT_UNREAD_MAX_AGE_SECS", default_value_t = 30 * 24 * 3600)]
+    pub unread_max_age_secs: u64,
+
+    /// The old `notification` Redis channel: `{toWho:[...], needStore, ...}` (empty: off).
+    #[arg(
+        long,
+        env = "CHAT_NOTIFICATION_CHANNEL",
+        default_value = "notification"
+    )]
+    pub notification_channel: String,
 }
 
 /// Where a logged-in identity comes from.
@@ -97,6 +159,8 @@ pub struct WorkerSettings {
 pub enum AuthMode {
     /// Trust the `userId` of the `login` payload (demos and trusted networks only).
     None,
+    /// Require an HS256 JWT in the handshake; the identity is its `sub`.
+    Jwt,
 }
 
 /// What a login from a second device does to the first.
@@ -112,10 +176,6 @@ pub enum DevicePolicy {
 /// Login, direct messages and their backend hooks.
 #[derive(Debug, Clone, PartialEq, clap::Args, Serialize, Deserialize)]
 pub struct PeopleSettings {
-    /// Where the identity of `login` comes from.
-    #[arg(long, env = "CHAT_AUTH", value_enum, default_value = "none")]
-    pub auth: AuthMode,
-
     /// `single`: a login from a new device logs the old one out; `multi`: all stay.
     #[arg(long, env = "CHAT_DEVICE_POLICY", value_enum, default_value = "single")]
     pub device_policy: DevicePolicy,
@@ -268,6 +328,13 @@ impl WorkerSettings {
                 "delivery-ack-timeout-ms",
                 self.people.delivery_ack_timeout_ms as usize,
             ),
+            ("retry-window-secs", self.people.retry_window_secs as usize),
+            ("max-api-body-bytes", self.push.max_api_body_bytes),
+            ("unread-max", self.push.unread_max as usize),
+            (
+                "unread-max-age-secs",
+                self.push.unread_max_age_secs as usize,
+            ),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(format!("--{name} must be greater than 0"));
@@ -289,6 +356,9 @@ impl WorkerSettings {
                 || self.people.filter_return_channel.is_empty())
         {
             return Err("--moderation needs --filter-channel and --filter-return-channel".into());
+        }
+        if self.auth.auth == AuthMode::Jwt {
+            crate::auth::jwt_secret(&self.auth).map_err(|err| err.to_string())?;
         }
         if self.ping_interval_ms == 0 || self.ping_timeout_ms == 0 {
             return Err("ping interval and timeout must be greater than 0".into());

@@ -1,4 +1,5 @@
-//! Local fan-out: hands one encoded room message to every socket of the room on this worker.
+//! Local fan-out: hands one encoded room message to every socket of the room on this worker, and
+//! announcements to every socket (or a room's).
 
 use chat_protocol::{bus::NodeId, bus::decode_frame, server::MESSAGE_EVENT};
 use serde_json::value::RawValue;
@@ -32,6 +33,30 @@ impl LocalFanout {
             .await
         {
             tracing::debug!(room, cause = %err, "local fan-out skipped some sockets");
+        }
+    }
+
+    /// Emits an announcement from the broadcast channel to every local socket, or to the local
+    /// members of its room.
+    pub async fn announce(&self, frame: &str) {
+        let announcement: crate::push::Announcement<'_> = match serde_json::from_str(frame) {
+            Ok(announcement) => announcement,
+            Err(err) => {
+                tracing::warn!(cause = %err, "dropping a bad announcement");
+                return;
+            }
+        };
+        let sent = match announcement.room {
+            Some(room) => {
+                self.io
+                    .to(room.to_owned())
+                    .emit(announcement.event, announcement.payload)
+                    .await
+            }
+            None => self.io.emit(announcement.event, announcement.payload).await,
+        };
+        if let Err(err) = sent {
+            tracing::debug!(cause = %err, "announcement skipped some sockets");
         }
     }
 

@@ -1,6 +1,7 @@
 //! One chat worker: a socket.io server for rooms, with a local hub of room membership, a Redis
 //! bus to the other workers, and the HTTP routes of the page and health checks.
 
+pub mod auth;
 pub mod bus;
 pub mod config;
 pub mod fanout;
@@ -8,7 +9,9 @@ pub mod http;
 pub mod hub;
 pub mod listener;
 pub mod node;
+pub mod origin;
 pub mod people;
+pub mod push;
 pub mod rate;
 pub mod report;
 pub mod server;

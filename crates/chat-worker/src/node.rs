@@ -16,13 +16,14 @@ use std::{
 };
 
 use chat_protocol::{
-    ErrorCode, Limits, ProtocolError, RoomId, Username,
+    ErrorCode, Limits, ProtocolError, RoomId, UserId, Username,
     bus::{Topic, encode_frame},
     client::{JoinPayload, SayPayload, invalid_payload},
     people::{
         CHAT_EVENT, ChatPayload, GEO_EVENT, HEARTBEAT_EVENT, HeartbeatAck, LOGIN_EVENT,
         LoginPayload,
     },
+    push::{MARK_READ_EVENT, MarkReadPayload, UNREAD_COUNT_EVENT},
     report::WorkerReport,
     server::{Ack, RoomEventData, RoomEventKind, RoomMessage},
 };
@@ -34,6 +35,7 @@ use socketioxide::{
 };
 
 use crate::{
+    auth::{AuthError, Authenticator, HandshakeAuth},
     bus::Bus,
     fanout::LocalFanout,
     hub::{Hub, Occupancy},
@@ -56,6 +58,17 @@ struct Membership {
     bucket: Mutex<TokenBucket>,
     /// Who the socket is, once it logged in.
     login: LoginSlot,
+    /// Who the handshake proved the socket to be (`--auth jwt`).
+    authenticated: Option<UserId>,
+}
+
+/// Why a handshake was refused.
+#[derive(Debug, thiserror::Error)]
+enum HandshakeRefusal {
+    #[error(transparent)]
+    Room(#[from] ProtocolError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
 }
 
 pub struct Node {
@@ -63,6 +76,7 @@ pub struct Node {
     bus: Arc<dyn Bus>,
     fanout: LocalFanout,
     people: Arc<People>,
+    authenticator: Authenticator,
     limits: Limits,
     rate: RateLimit,
     next_message: AtomicU64,
@@ -76,6 +90,7 @@ impl Node {
         bus: Arc<dyn Bus>,
         fanout: LocalFanout,
         people: Arc<People>,
+        authenticator: Authenticator,
         limits: Limits,
         rate: RateLimit,
     ) -> Self {
@@ -84,6 +99,7 @@ impl Node {
             bus,
             fanout,
             people,
+            authenticator,
             limits,
             rate,
             next_message: AtomicU64::new(0),
@@ -97,9 +113,9 @@ impl Node {
         let node = Arc::clone(self);
         let check_room = {
             let node = Arc::clone(self);
-            move |socket: SocketRef| {
+            move |socket: SocketRef, TryData(auth): TryData<HandshakeAuth>| {
                 let node = Arc::clone(&node);
-                async move { node.admit(&socket).await }
+                async move { node.admit(&socket, auth.ok()).await }
             }
         };
         let on_connect = move |socket: SocketRef| {
@@ -109,15 +125,30 @@ impl Node {
         io.ns("/", on_connect.with(check_room));
     }
 
-    /// Handshake check: a `roomid` that is present must be valid. The answer to a bad one is a
-    /// `connect_error` carrying the message, and no socket.
+    /// Handshake check: the socket must authenticate (`--auth jwt`), and a `roomid` that is
+    /// present must be valid. The answer to a refusal is a `connect_error` carrying the reason,
+    /// and no socket.
     ///
     /// For a room with no local member yet, the connection completes only once the bus has
     /// subscribed to the room (bounded by [`PREPARE_WAIT`]), so a client that is connected receives
     /// everything published to its room afterwards, from any worker.
-    async fn admit(&self, socket: &SocketRef) -> Result<(), ProtocolError> {
-        let raw_room = socket
-            .req_parts()
+    async fn admit(
+        &self,
+        socket: &SocketRef,
+        auth: Option<HandshakeAuth>,
+    ) -> Result<(), HandshakeRefusal> {
+        let parts = socket.req_parts();
+        let cookies = parts
+            .headers
+            .get(axum::http::header::COOKIE)
+            .and_then(|value| value.to_str().ok());
+        let authenticated = self
+            .authenticator
+            .authenticate(auth.as_ref(), cookies, &self.limits)
+            .inspect_err(
+                |err| tracing::debug!(sid = %socket.id, reason = %err, "handshake refused"),
+            )?;
+        let raw_room = parts
             .uri
             .query()
             .and_then(|query| query_param(query, "roomid"));
@@ -137,6 +168,7 @@ impl Node {
             username: OnceLock::new(),
             bucket: Mutex::new(TokenBucket::new(self.rate, Instant::now())),
             login: LoginSlot::default(),
+            authenticated,
         }));
         Ok(())
     }
@@ -200,7 +232,12 @@ impl Node {
                     }
                     match node
                         .people
-                        .login(&socket, &membership.login, payload.ok())
+                        .login(
+                            &socket,
+                            &membership.login,
+                            membership.authenticated.as_ref(),
+                            payload.ok(),
+                        )
                         .await
                     {
                         Ok(logged_in) => {
@@ -243,6 +280,34 @@ impl Node {
                         node.people.geo(&sender, payload.ok()).await
                     };
                     send_answer(ack, answer.await.map(|()| Ack::ok()));
+                }
+            },
+        );
+        let node = Arc::clone(self);
+        socket.on(
+            MARK_READ_EVENT,
+            move |socket: SocketRef, TryData(payload): TryData<MarkReadPayload>, ack: AckSender| {
+                let node = Arc::clone(&node);
+                async move {
+                    let answer = async {
+                        let reader = node.logged_in_sender(&socket)?;
+                        node.people.mark_read(&reader, payload.ok()).await
+                    };
+                    send_answer(ack, answer.await);
+                }
+            },
+        );
+        let node = Arc::clone(self);
+        socket.on(
+            UNREAD_COUNT_EVENT,
+            move |socket: SocketRef, ack: AckSender| {
+                let node = Arc::clone(&node);
+                async move {
+                    let answer = async {
+                        let reader = node.logged_in_sender(&socket)?;
+                        node.people.unread_count(&reader).await
+                    };
+                    send_answer(ack, answer.await);
                 }
             },
         );

@@ -6,14 +6,23 @@ use std::{future::Future, sync::Arc, time::Instant};
 use chat_protocol::{bus::NodeId, report::WorkerReport};
 use socketioxide::{SocketIo, layer::SocketIoLayer};
 
+use tokio::sync::mpsc;
+
 use crate::{
+    auth::{self, Authenticator},
     bus::{Bus, Inbound, redis::RedisBus},
     config::WorkerSettings,
     fanout::LocalFanout,
     http,
     hub::Hub,
     node::Node,
+    origin::{self, Origins},
     people::{People, inbox::Inbox, sessions::Sessions},
+    push::{
+        Pusher,
+        api::{self, ApiState},
+        unread::Unread,
+    },
     report::Reporter,
 };
 
@@ -63,64 +72,15 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let (layer, io) = socket_io(&settings);
     let origin = random_node_id();
-    let hub = Arc::new(Hub::default());
-    let fanout = LocalFanout::new(io.clone(), origin);
-    let sessions = Arc::new(Sessions::new(
-        settings.people.device_policy,
-        settings.people.session_queue,
-    ));
-    let (moderated, moderated_queue) = if settings.people.moderation {
-        let (queue, received) = tokio::sync::mpsc::channel(settings.bus_queue);
-        (
-            Some((settings.people.filter_return_channel.clone(), queue)),
-            Some(received),
-        )
-    } else {
-        (None, None)
-    };
-    let inbound = Inbound {
-        rooms: fanout.clone(),
-        users: Arc::clone(&sessions),
-        moderated,
-    };
-    let (bus, inbox): (Arc<dyn Bus>, Option<Inbox>) = match bus_kind {
-        BusKind::Redis => {
-            let bus = RedisBus::start(&settings, Arc::clone(&hub), inbound)?;
-            let inbox = Inbox::new(bus.commands(), &settings.channel_prefix, &settings.people);
-            (bus, Some(inbox))
-        }
-        BusKind::Memory(broker) => (broker.bus(Arc::clone(&hub), inbound), None),
-    };
-    let people = Arc::new(People::new(
-        Arc::clone(&hub),
-        Arc::clone(&bus),
-        sessions,
-        inbox,
-        settings.people.clone(),
-        settings.limits(),
-        origin,
-    ));
-    if let Some(mut queue) = moderated_queue {
-        let people = Arc::clone(&people);
-        tokio::spawn(async move {
-            while let Some(item) = queue.recv().await {
-                people.deliver_moderated(&item).await;
-            }
-        });
-    }
-    let node = Arc::new(Node::new(
-        hub,
-        bus,
-        fanout,
-        people,
-        settings.limits(),
-        settings.rate_limit(),
-    ));
+    let (node, routes) = assemble(&settings, io.clone(), origin, bus_kind)?;
     node.attach(&io);
 
-    // The detaching layer runs first (outermost), before socketioxide keeps the request parts.
-    let app = http::routes(Arc::clone(&node))
+    // Outermost first: the detaching layer runs before socketioxide keeps the request parts,
+    // and the origin guard before anything is served.
+    let origins = Arc::new(Origins::new(&settings.auth.allowed_origins));
+    let app = routes
         .layer(layer)
+        .layer(axum::middleware::from_fn_with_state(origins, origin::guard))
         .layer(axum::middleware::map_request(http::detach_from_read_buffer));
     let (stop_accepting, accepting_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -159,4 +119,122 @@ pub async fn run(
     }
     reporter.send(&node.counts());
     Ok(())
+}
+
+/// Builds the worker's parts from the settings: hub, sessions, bus, stores, node, and the HTTP
+/// routes (page, health, push API), with a task per backend channel.
+fn assemble(
+    settings: &WorkerSettings,
+    io: SocketIo,
+    origin: NodeId,
+    bus_kind: BusKind,
+) -> anyhow::Result<(Arc<Node>, axum::Router)> {
+    let authenticator = Authenticator::from_settings(&settings.auth)?;
+    let api_key = auth::api_key(&settings.auth)?;
+    let prefix = &settings.channel_prefix;
+    let hub = Arc::new(Hub::default());
+    let fanout = LocalFanout::new(io, origin);
+    let sessions = Arc::new(Sessions::new(
+        settings.people.device_policy,
+        settings.people.session_queue,
+    ));
+
+    let mut backend = Vec::new();
+    let mut listen = |channel: &str| {
+        let (queue, received) = mpsc::channel(settings.bus_queue);
+        backend.push((channel.to_owned(), queue));
+        received
+    };
+    let announcements = listen(&Pusher::broadcast_channel(prefix));
+    let moderated = settings
+        .people
+        .moderation
+        .then(|| listen(&settings.people.filter_return_channel));
+    let notifications = (!settings.push.notification_channel.is_empty())
+        .then(|| listen(&settings.push.notification_channel));
+    let inbound = Inbound {
+        rooms: fanout.clone(),
+        users: Arc::clone(&sessions),
+        backend,
+    };
+
+    let (bus, commands): (Arc<dyn Bus>, Option<fred::prelude::Client>) = match bus_kind {
+        BusKind::Redis => {
+            let bus = RedisBus::start(settings, Arc::clone(&hub), inbound)?;
+            let commands = bus.commands();
+            (bus, Some(commands))
+        }
+        BusKind::Memory(broker) => (broker.bus(Arc::clone(&hub), inbound), None),
+    };
+    let unread = commands
+        .as_ref()
+        .map(|client| Unread::new(client.clone(), prefix, &settings.push));
+    let stores = commands
+        .as_ref()
+        .zip(unread.clone())
+        .map(|(client, unread)| (Inbox::new(client.clone(), prefix, &settings.people), unread));
+    let pusher = commands
+        .zip(unread)
+        .map(|(client, unread)| Pusher::new(client, prefix, unread, settings.limits()));
+    let people = Arc::new(People::new(
+        Arc::clone(&hub),
+        Arc::clone(&bus),
+        sessions,
+        stores,
+        settings.people.clone(),
+        settings.limits(),
+        origin,
+    ));
+
+    serve_channel(announcements, {
+        let fanout = fanout.clone();
+        move |frame| {
+            let fanout = fanout.clone();
+            async move { fanout.announce(&frame).await }
+        }
+    });
+    if let Some(queue) = moderated {
+        let people = Arc::clone(&people);
+        serve_channel(queue, move |item| {
+            let people = Arc::clone(&people);
+            async move { people.deliver_moderated(&item).await }
+        });
+    }
+    if let (Some(queue), Some(pusher)) = (notifications, pusher.clone()) {
+        serve_channel(queue, move |message| {
+            let pusher = pusher.clone();
+            async move { pusher.on_channel_notification(&message).await }
+        });
+    }
+
+    let node = Arc::new(Node::new(
+        hub,
+        bus,
+        fanout,
+        people,
+        authenticator,
+        settings.limits(),
+        settings.rate_limit(),
+    ));
+    let api = Arc::new(ApiState {
+        key: api_key,
+        pusher,
+        limits: settings.limits(),
+        max_body: settings.push.max_api_body_bytes,
+    });
+    let routes = http::routes(Arc::clone(&node)).merge(api::routes(api));
+    Ok((node, routes))
+}
+
+/// Hands each message of a backend channel to `handle`, one at a time, in arrival order.
+fn serve_channel<F, Fut>(mut queue: mpsc::Receiver<String>, handle: F)
+where
+    F: Fn(String) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        while let Some(message) = queue.recv().await {
+            handle(message).await;
+        }
+    });
 }

@@ -44,6 +44,7 @@ pub struct Inbound {
     pub rooms: LocalFanout,
     /// User frames: to the user's local sessions.
     pub users: Arc<Sessions>,
-    /// Messages handed back by the moderation filter, with the channel they come on.
-    pub moderated: Option<(String, mpsc::Sender<String>)>,
+    /// Channels every worker subscribes for its whole life (moderation return, notification,
+    /// broadcast), each with the queue of the task that handles its messages.
+    pub backend: Vec<(String, mpsc::Sender<String>)>,
 }

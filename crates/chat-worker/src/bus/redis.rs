@@ -134,7 +134,7 @@ impl RedisBus {
             hub,
             prefix: settings.channel_prefix.clone(),
             fixed: inbound
-                .moderated
+                .backend
                 .iter()
                 .map(|(channel, _)| channel.clone())
                 .collect(),
@@ -267,7 +267,7 @@ struct SubscriptionKeeper {
     client: fred::prelude::Client,
     hub: Arc<Hub>,
     prefix: String,
-    /// Channels subscribed for the worker's whole life (the moderation return channel).
+    /// Channels subscribed for the worker's whole life (backend channels).
     fixed: Vec<String>,
     /// Topics whose SUBSCRIBE succeeded on the current connection.
     subscribed: HashSet<Topic>,
@@ -379,14 +379,14 @@ async fn receive_loop(
             Some(ChannelTopic::Room(room)) => inbound.rooms.deliver_frame(room, &frame).await,
             Some(ChannelTopic::User(user)) => inbound.users.on_frame(user, &frame),
             None => {
-                let from_filter = inbound
-                    .moderated
-                    .as_ref()
-                    .filter(|(channel, _)| *channel == *message.channel);
-                if let Some((_, queue)) = from_filter
+                let handler = inbound
+                    .backend
+                    .iter()
+                    .find(|(channel, _)| *channel == *message.channel);
+                if let Some((channel, queue)) = handler
                     && queue.try_send(frame.into_owned()).is_err()
                 {
-                    tracing::warn!("moderation queue full: a message from the filter is dropped");
+                    tracing::warn!(channel, "backend channel queue full: a message is dropped");
                 }
             }
         }

@@ -55,6 +55,8 @@ pub struct LoginRecord {
     pub generation: u64,
     /// Direct messages waiting.
     pub waiting: u64,
+    /// Unread notifications.
+    pub unread: u64,
 }
 
 /// A message a `send` stores: its body, and where it is announced.
@@ -149,11 +151,11 @@ impl Inbox {
     ) -> Result<LoginRecord, InboxError> {
         let keys = self.keys(user);
         let (hook_channel, hook_message) = hook.unwrap_or_default();
-        let (generation, waiting): (u64, u64) = self
+        let (generation, waiting, unread): (u64, u64, u64) = self
             .login
             .evalsha_with_reload(
                 &self.client,
-                vec![keys.login, keys.inbox],
+                vec![keys.login, keys.inbox, keys.unread],
                 vec![
                     device.as_str().to_owned(),
                     self.oldest_kept_ms().to_string(),
@@ -166,6 +168,7 @@ impl Inbox {
         Ok(LoginRecord {
             generation,
             waiting,
+            unread,
         })
     }
 
@@ -185,39 +188,14 @@ impl Inbox {
         after: StreamId,
         count: usize,
     ) -> Result<Vec<Waiting>, InboxError> {
-        let entries: Vec<(String, std::collections::HashMap<String, String>)> = self
-            .client
-            .xrange_values(
-                self.keys(user).inbox,
-                format!("({after}"),
-                "+",
-                Some(count as u64),
-            )
-            .await?;
-        Ok(entries
-            .into_iter()
-            .filter_map(|(id, mut fields)| {
-                let parsed = id.parse().ok();
-                let body = fields.remove("b");
-                if parsed.is_none() || body.is_none() {
-                    tracing::warn!(user = %user, id, "skipping a malformed inbox entry");
-                }
-                Some(Waiting {
-                    id: parsed?,
-                    body: body?,
-                })
-            })
-            .collect())
+        read_stream(&self.client, self.keys(user).inbox, "b", after, count).await
     }
 
     /// Removes acknowledged messages.
     pub async fn remove(&self, user: &UserId, ids: &[StreamId]) -> Result<(), InboxError> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let ids: Vec<String> = ids.iter().map(StreamId::to_string).collect();
-        let _: u64 = self.client.xdel(self.keys(user).inbox, ids).await?;
-        Ok(())
+        delete_entries(&self.client, self.keys(user).inbox, ids)
+            .await
+            .map(drop)
     }
 
     /// Publishes a hook message; answers how many subscribers received it.
@@ -232,4 +210,45 @@ impl Inbox {
             .unwrap_or_default();
         now.saturating_sub(self.max_age).as_millis() as u64
     }
+}
+
+/// Up to `count` entries of stream `key` with ids above `after`, oldest first, each with the
+/// value of its field `field` (entries without it are skipped with a warning).
+pub async fn read_stream(
+    client: &Client,
+    key: String,
+    field: &str,
+    after: StreamId,
+    count: usize,
+) -> Result<Vec<Waiting>, InboxError> {
+    let entries: Vec<(String, std::collections::HashMap<String, String>)> = client
+        .xrange_values(key.as_str(), format!("({after}"), "+", Some(count as u64))
+        .await?;
+    Ok(entries
+        .into_iter()
+        .filter_map(|(id, mut fields)| {
+            let parsed = id.parse().ok();
+            let body = fields.remove(field);
+            if parsed.is_none() || body.is_none() {
+                tracing::warn!(key, id, "skipping a malformed stream entry");
+            }
+            Some(Waiting {
+                id: parsed?,
+                body: body?,
+            })
+        })
+        .collect())
+}
+
+/// Deletes entries of stream `key`; answers how many existed.
+pub async fn delete_entries(
+    client: &Client,
+    key: String,
+    ids: &[StreamId],
+) -> Result<u64, InboxError> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<String> = ids.iter().map(StreamId::to_string).collect();
+    Ok(client.xdel(key, ids).await?)
 }

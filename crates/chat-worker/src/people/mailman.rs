@@ -1,5 +1,6 @@
 //! The mailman: one task per logged-in socket that delivers the user's direct messages as `chat`
-//! events with acks, and removes from the inbox what the client acknowledged.
+//! events with acks, and removes from the inbox what the client acknowledged. It also sends the
+//! unread notifications once after login (`push_message`) and live pushes.
 //!
 //! First it empties the inbox in batches, oldest first, each batch awaiting its ack (or the ack
 //! timeout) before the next. Then it delivers live mail as it comes. It remembers the highest id
@@ -8,9 +9,12 @@
 
 use std::{future::Future, pin::Pin, sync::atomic::Ordering, time::Duration};
 
+use std::collections::BTreeMap;
+
 use chat_protocol::{
     UserId,
     people::{CHAT_EVENT, StreamId, message_json},
+    push::{Category, PUSH_MESSAGE_EVENT, StoredCategory},
 };
 use futures_util::{StreamExt, stream::FuturesUnordered};
 use serde::de::IgnoredAny;
@@ -21,11 +25,20 @@ use super::{
     inbox::{Inbox, Waiting},
     sessions::{Mail, Mailbox},
 };
+use crate::push::unread::Unread;
 
-type PendingAck = Pin<Box<dyn Future<Output = (Vec<StreamId>, bool)> + Send>>;
+/// Which store an acked delivery is removed from.
+#[derive(Debug, Clone, Copy)]
+enum Store {
+    Inbox,
+    Unread,
+}
+
+type PendingAck = Pin<Box<dyn Future<Output = (Store, Vec<StreamId>, bool)> + Send>>;
 
 pub struct Mailman {
     pub inbox: Inbox,
+    pub unread: Unread,
     pub user: UserId,
     pub socket: SocketRef,
     pub batch: usize,
@@ -43,6 +56,7 @@ impl Mailman {
         let Mailbox { mut mail, behind } = mailbox;
         let mut delivered = StreamId::default();
         let mut acks: FuturesUnordered<PendingAck> = FuturesUnordered::new();
+        self.send_unread().await;
         if let Delivery::SocketGone = self.catch_up(&mut delivered).await {
             return;
         }
@@ -51,8 +65,11 @@ impl Mailman {
                 next = mail.recv() => {
                     let outcome = match next {
                         None => break,
+                        Some(Mail::Push { event, id, remove_on_ack, payload }) => {
+                            self.push(&event, id.filter(|_| remove_on_ack), &payload, &mut acks)
+                        }
                         Some(Mail::Live { id, message }) if id > delivered => {
-                            let outcome = self.send(&message, vec![id], &mut acks);
+                            let outcome = self.send(CHAT_EVENT, Store::Inbox, &message, vec![id], &mut acks);
                             if let Delivery::Sent = outcome {
                                 delivered = id;
                             }
@@ -65,8 +82,8 @@ impl Mailman {
                         break;
                     }
                 }
-                Some((ids, acked)) = acks.next(), if !acks.is_empty() => {
-                    self.settle(&ids, acked).await;
+                Some((store, ids, acked)) = acks.next(), if !acks.is_empty() => {
+                    self.settle(store, &ids, acked).await;
                 }
             }
             if behind.swap(false, Ordering::Relaxed)
@@ -76,8 +93,8 @@ impl Mailman {
             }
         }
         // Acks already on their way still count; the rest resolve as timeouts.
-        while let Some((ids, acked)) = acks.next().await {
-            self.settle(&ids, acked).await;
+        while let Some((store, ids, acked)) = acks.next().await {
+            self.settle(store, &ids, acked).await;
         }
         tracing::debug!(user = %self.user, sid = %self.socket.id, "mailman done");
     }
@@ -105,12 +122,14 @@ impl Mailman {
             };
             let ids = waiting.iter().map(|entry| entry.id).collect();
             let mut acks: FuturesUnordered<PendingAck> = FuturesUnordered::new();
-            if let Delivery::SocketGone = self.send(&batch, ids, &mut acks) {
+            if let Delivery::SocketGone =
+                self.send(CHAT_EVENT, Store::Inbox, &batch, ids, &mut acks)
+            {
                 return Delivery::SocketGone;
             }
             *delivered = last;
-            if let Some((ids, acked)) = acks.next().await {
-                self.settle(&ids, acked).await;
+            if let Some((store, ids, acked)) = acks.next().await {
+                self.settle(store, &ids, acked).await;
             }
             if !full {
                 return Delivery::Sent;
@@ -118,9 +137,52 @@ impl Mailman {
         }
     }
 
-    /// Emits one `chat` event and queues the wait for its ack.
+    /// Sends the unread notifications, grouped by category, as one `push_message`.
+    async fn send_unread(&self) {
+        let unread = match self.unread.all(&self.user).await {
+            Ok(unread) if !unread.is_empty() => unread,
+            Ok(_) => return,
+            Err(err) => {
+                tracing::warn!(user = %self.user, cause = %err, "could not read unread notifications");
+                return;
+            }
+        };
+        let mut grouped: BTreeMap<Category, Vec<Box<RawValue>>> = BTreeMap::new();
+        for entry in unread {
+            let json = message_json(&entry.id.to_string(), &entry.body);
+            let category = serde_json::from_str::<StoredCategory>(&json).map(|c| c.category);
+            match (category, RawValue::from_string(json)) {
+                (Ok(category), Ok(raw)) => grouped.entry(category).or_default().push(raw),
+                _ => {
+                    tracing::warn!(user = %self.user, id = %entry.id, "skipping a malformed unread entry")
+                }
+            }
+        }
+        let _ = self.socket.emit(PUSH_MESSAGE_EVENT, &grouped);
+    }
+
+    /// Emits a live push; one that is acked away from the unread store waits for its ack.
+    fn push(
+        &self,
+        event: &str,
+        removed_by_ack: Option<StreamId>,
+        payload: &RawValue,
+        acks: &mut FuturesUnordered<PendingAck>,
+    ) -> Delivery {
+        if let Some(id) = removed_by_ack {
+            return self.send(event, Store::Unread, payload, vec![id], acks);
+        }
+        match self.socket.emit(event, payload) {
+            Err(SendError::Socket(_)) if !self.socket.connected() => Delivery::SocketGone,
+            _ => Delivery::Sent,
+        }
+    }
+
+    /// Emits one event with an ack and queues the wait for the ack.
     fn send(
         &self,
+        event: &str,
+        store: Store,
         payload: &RawValue,
         ids: Vec<StreamId>,
         acks: &mut FuturesUnordered<PendingAck>,
@@ -128,13 +190,13 @@ impl Mailman {
         let sent = self
             .socket
             .timeout(self.ack_timeout)
-            .emit_with_ack::<_, IgnoredAny>(CHAT_EVENT, payload);
+            .emit_with_ack::<_, IgnoredAny>(event, payload);
         match sent {
             Ok(ack) => {
                 acks.push(Box::pin(async move {
                     // Whatever the client acks with counts; only silence does not.
                     let acked = !matches!(ack.await, Err(AckError::Timeout | AckError::Socket(_)));
-                    (ids, acked)
+                    (store, ids, acked)
                 }));
                 Delivery::Sent
             }
@@ -147,13 +209,17 @@ impl Mailman {
         }
     }
 
-    async fn settle(&self, ids: &[StreamId], acked: bool) {
+    async fn settle(&self, store: Store, ids: &[StreamId], acked: bool) {
         if !acked {
-            tracing::debug!(user = %self.user, messages = ids.len(), "chat not acked; kept in the inbox");
+            tracing::debug!(user = %self.user, ?store, entries = ids.len(), "delivery not acked; kept");
             return;
         }
-        if let Err(err) = self.inbox.remove(&self.user, ids).await {
-            tracing::warn!(user = %self.user, cause = %err, "could not remove acked messages; they will come again");
+        let removed = match store {
+            Store::Inbox => self.inbox.remove(&self.user, ids).await,
+            Store::Unread => self.unread.remove(&self.user, ids).await.map(drop),
+        };
+        if let Err(err) = removed {
+            tracing::warn!(user = %self.user, ?store, cause = %err, "could not remove acked entries; they will come again");
         }
     }
 }

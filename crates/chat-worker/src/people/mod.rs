@@ -28,8 +28,9 @@ use chat_protocol::{
     bus::{NodeId, Topic},
     people::{
         ChatPayload, DirectMessageFields, GeoHook, LoginAck, LoginPayload, ModerationItem, Pending,
-        SendAck, SessionEvent, SessionHook, UserKeys, validate_geo,
+        SendAck, SessionEvent, SessionHook, StreamId, UserKeys, validate_geo,
     },
+    push::{Category, MarkReadAck, MarkReadPayload, StoredCategory, UnreadCountAck},
 };
 use socketioxide::extract::SocketRef;
 
@@ -42,6 +43,7 @@ use crate::{
     bus::Bus,
     config::PeopleSettings,
     hub::{Hub, Occupancy},
+    push::unread::Unread,
     unix_millis,
 };
 
@@ -129,6 +131,7 @@ pub struct People {
     sessions: Arc<Sessions>,
     /// `None` when the worker runs without Redis (the in-memory bus of tests).
     inbox: Option<Inbox>,
+    unread: Option<Unread>,
     settings: PeopleSettings,
     limits: Limits,
     origin: NodeId,
@@ -140,16 +143,18 @@ impl People {
         hub: Arc<Hub>,
         bus: Arc<dyn Bus>,
         sessions: Arc<Sessions>,
-        inbox: Option<Inbox>,
+        stores: Option<(Inbox, Unread)>,
         settings: PeopleSettings,
         limits: Limits,
         origin: NodeId,
     ) -> Self {
+        let (inbox, unread) = stores.unzip();
         Self {
             hub,
             bus,
             sessions,
             inbox,
+            unread,
             settings,
             limits,
             origin,
@@ -157,18 +162,21 @@ impl People {
         }
     }
 
-    /// `login {userId, deviceId}`: binds the socket to the user (once), logs older sessions out
-    /// per the device policy, and answers with the waiting counts.
+    /// `login {userId, deviceId}`: binds the socket to the user (once; the handshake's
+    /// `authenticated` identity if any), logs older sessions out per the device policy, and
+    /// answers with the waiting counts.
     pub async fn login(
         &self,
         socket: &SocketRef,
         slot: &LoginSlot,
+        authenticated: Option<&UserId>,
         payload: Option<LoginPayload>,
     ) -> Result<LoggedIn, ProtocolError> {
         let inbox = self.inbox()?;
+        let unread = self.unread()?;
         let login = payload
             .ok_or_else(|| ProtocolError::new(ErrorCode::InvalidPayload, LoginPayload::EXPECTED))?
-            .validate(&self.limits)?;
+            .validate(&self.limits, authenticated)?;
         let identity = Arc::new(Identity {
             user: login.user,
             device: login.device,
@@ -226,6 +234,7 @@ impl People {
 
         let mailman = Mailman {
             inbox: inbox.clone(),
+            unread: unread.clone(),
             user: identity.user.clone(),
             socket: socket.clone(),
             batch: self.settings.delivery_batch,
@@ -235,6 +244,7 @@ impl People {
             identity,
             pending: Pending {
                 chat: record.waiting,
+                notifications: record.unread,
             },
             start_delivery: Box::new(move || {
                 tokio::spawn(mailman.run(mailbox));
@@ -375,6 +385,62 @@ impl People {
         }
     }
 
+    /// `mark_read {ids}`: removes notifications from the user's unread store.
+    pub async fn mark_read(
+        &self,
+        reader: &Identity,
+        payload: Option<MarkReadPayload>,
+    ) -> Result<MarkReadAck, ProtocolError> {
+        let unread = self.unread()?;
+        let payload = payload.ok_or_else(|| {
+            ProtocolError::new(
+                ErrorCode::InvalidPayload,
+                "mark_read expects {\"ids\": [string]}",
+            )
+        })?;
+        let ids = payload
+            .ids
+            .iter()
+            .map(|id| {
+                id.parse::<StreamId>().map_err(|()| {
+                    ProtocolError::new(
+                        ErrorCode::InvalidPayload,
+                        format!("{id:?} is not a notification id"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let removed = unread
+            .remove(&reader.user, &ids)
+            .await
+            .map_err(|err| unavailable(&err))?;
+        Ok(MarkReadAck { ok: true, removed })
+    }
+
+    /// `unread_count`: the user's unread notifications, in total and per category.
+    pub async fn unread_count(&self, reader: &Identity) -> Result<UnreadCountAck, ProtocolError> {
+        let entries = self
+            .unread()?
+            .all(&reader.user)
+            .await
+            .map_err(|err| unavailable(&err))?;
+        let mut by_category: std::collections::BTreeMap<Category, u64> = Category::ALL
+            .iter()
+            .map(|category| (*category, 0))
+            .collect();
+        for entry in &entries {
+            let json = format!("{{{}", entry.body);
+            if let Ok(stored) = serde_json::from_str::<StoredCategory>(&json) {
+                *by_category.entry(stored.category).or_default() += 1;
+            }
+        }
+        Ok(UnreadCountAck {
+            ok: true,
+            count: entries.len() as u64,
+            by_category,
+        })
+    }
+
     /// Logged-in sockets on this worker.
     pub fn session_count(&self) -> usize {
         self.sessions.count()
@@ -431,13 +497,19 @@ impl People {
     }
 
     fn inbox(&self) -> Result<&Inbox, ProtocolError> {
-        self.inbox.as_ref().ok_or_else(|| {
-            ProtocolError::new(
-                ErrorCode::Unavailable,
-                "direct messages need Redis, and this worker runs without it",
-            )
-        })
+        self.inbox.as_ref().ok_or_else(without_redis)
     }
+
+    fn unread(&self) -> Result<&Unread, ProtocolError> {
+        self.unread.as_ref().ok_or_else(without_redis)
+    }
+}
+
+fn without_redis() -> ProtocolError {
+    ProtocolError::new(
+        ErrorCode::Unavailable,
+        "people features need Redis, and this worker runs without it",
+    )
 }
 
 fn unavailable(err: &InboxError) -> ProtocolError {

@@ -33,6 +33,14 @@ pub enum Mail {
     },
     /// Read the inbox for anything not delivered yet (after a bus reconnection).
     CatchUp,
+    /// A notification to emit as `event`; with `remove_on_ack`, the client's ack removes `id`
+    /// from the unread store.
+    Push {
+        event: Arc<str>,
+        id: Option<StreamId>,
+        remove_on_ack: bool,
+        payload: Arc<RawValue>,
+    },
 }
 
 /// The receiving end of a session's mail, for its mailman.
@@ -165,6 +173,21 @@ impl Sessions {
         match UserFrame::parse(frame) {
             Ok(UserFrame::Chat { id, message }) => self.deliver(user, id, message),
             Ok(UserFrame::Login { generation, device }) => self.on_login(user, generation, device),
+            Ok(UserFrame::Push {
+                event,
+                id,
+                remove_on_ack,
+                payload,
+            }) => {
+                let event: Arc<str> = Arc::from(event);
+                let payload: Arc<RawValue> = Arc::from(payload.to_owned());
+                self.mail_each(user, || Mail::Push {
+                    event: Arc::clone(&event),
+                    id,
+                    remove_on_ack,
+                    payload: Arc::clone(&payload),
+                });
+            }
             Err(err) => tracing::warn!(user, cause = %err, "dropping a bad user frame"),
         }
     }
@@ -185,18 +208,23 @@ impl Sessions {
     }
 
     fn deliver(&self, user: &str, id: StreamId, message: &RawValue) {
+        let message: Arc<RawValue> = Arc::from(message.to_owned());
+        self.mail_each(user, || Mail::Live {
+            id,
+            message: Arc::clone(&message),
+        });
+    }
+
+    /// Queues mail for each of the user's sessions. A session whose queue is full is marked
+    /// behind: it catches up from the inbox (a push without storage is lost for it, as for a
+    /// client that is not connected).
+    fn mail_each(&self, user: &str, mail: impl Fn() -> Mail) {
         let by_user = self.lock();
         let Some(sessions) = by_user.get(user) else {
             return;
         };
-        let message: Arc<RawValue> = Arc::from(message.to_owned());
         for session in sessions {
-            let live = Mail::Live {
-                id,
-                message: Arc::clone(&message),
-            };
-            if session.mail.try_send(live).is_err() {
-                // The message is in the inbox; the mailman reads it from there.
+            if session.mail.try_send(mail()).is_err() {
                 session.behind.store(true, Ordering::Relaxed);
             }
         }

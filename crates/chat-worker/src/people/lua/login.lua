@@ -3,13 +3,14 @@
 --
 -- KEYS[1]  the user's login hash {generation, device}
 -- KEYS[2]  the user's inbox stream
+-- KEYS[3]  the user's unread notifications stream
 -- ARGV[1]  the device logging in (validated: no characters that need JSON escaping)
 -- ARGV[2]  oldest inbox entry id kept (unix ms)
 -- ARGV[3]  the user's channel
 -- ARGV[4]  login hook channel, or '' for none
 -- ARGV[5]  login hook message
 --
--- Returns {generation, messages waiting}.
+-- Returns {generation, messages waiting, unread notifications}.
 local generation = redis.call('HINCRBY', KEYS[1], 'generation', 1)
 redis.call('HSET', KEYS[1], 'device', ARGV[1])
 redis.call('XTRIM', KEYS[2], 'MINID', ARGV[2])
@@ -18,4 +19,4 @@ redis.call('PUBLISH', ARGV[3], '{"kind":"login","generation":' .. generation .. 
 if ARGV[4] ~= '' then
   redis.call('PUBLISH', ARGV[4], ARGV[5])
 end
-return {generation, waiting}
+return {generation, waiting, redis.call('XLEN', KEYS[3])}

@@ -1,0 +1,225 @@
+//! The push HTTP API: `POST /api/push`, `POST /api/broadcast`, the old `POST /api`, and its
+//! OpenAPI description at `GET /api/openapi.yaml`. Described in `docs/openapi.yaml`.
+//!
+//! Every request is checked in the same order, and nothing happens before all checks pass: API
+//! enabled (503), key (401), body size (413), JSON (400), fields (400); then Redis (503 if away).
+
+use std::sync::Arc;
+
+use axum::{
+    Router,
+    body::{Body, to_bytes},
+    extract::State,
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use chat_protocol::{
+    Limits, ProtocolError,
+    push::{
+        ApiError, ApiErrorBody, BroadcastRequest, BroadcastResponse, LEGACY_EVENT,
+        LegacyPushRequest, NotificationFields, PushRequest, parse_event_name, parse_users,
+    },
+};
+use serde::{Serialize, de::DeserializeOwned};
+
+use super::{Push, Pusher};
+use crate::{auth::bearer_matches, people::inbox::InboxError, unix_millis};
+
+const OPENAPI_YAML: &str = include_str!("../../../../docs/openapi.yaml");
+
+pub struct ApiState {
+    /// `None`: no key configured, the API is off.
+    pub key: Option<Vec<u8>>,
+    /// `None`: the worker runs without Redis.
+    pub pusher: Option<Pusher>,
+    pub limits: Limits,
+    pub max_body: usize,
+}
+
+pub fn routes(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/api/push", post(push))
+        .route("/api/broadcast", post(broadcast))
+        .route("/api", post(legacy_push))
+        .route("/api/openapi.yaml", get(openapi))
+        .with_state(state)
+}
+
+/// A refused or failed API request.
+struct Refusal {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<ProtocolError> for Refusal {
+    fn from(err: ProtocolError) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, err.code.as_str(), err.message)
+    }
+}
+
+impl From<InboxError> for Refusal {
+    fn from(err: InboxError) -> Self {
+        tracing::warn!(cause = %err, "push failed");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("redis is unreachable ({err}); retry later"),
+        )
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        tracing::debug!(status = %self.status, code = self.code, reason = %self.message, "api request refused");
+        let body = ApiError {
+            ok: false,
+            error: ApiErrorBody {
+                code: self.code,
+                message: &self.message,
+            },
+        };
+        (self.status, json(&body)).into_response()
+    }
+}
+
+fn json<T: Serialize>(value: &T) -> ([(header::HeaderName, &'static str); 1], String) {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::to_string(value).unwrap_or_default(),
+    )
+}
+
+/// The checks every request passes before it may have an effect.
+async fn admit<'a, T: DeserializeOwned>(
+    state: &'a ApiState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(T, &'a Pusher), Refusal> {
+    let key = state.key.as_deref().ok_or_else(|| {
+        Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "disabled",
+            "the push API is off: set CHAT_API_KEY or --api-key-file",
+        )
+    })?;
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok());
+    if !bearer_matches(authorization, key) {
+        return Err(Refusal::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong API key: send Authorization: Bearer <key>",
+        ));
+    }
+    let bytes = to_bytes(body, state.max_body).await.map_err(|_| {
+        Refusal::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the body is larger than {} bytes", state.max_body),
+        )
+    })?;
+    let request = serde_json::from_slice(&bytes).map_err(|err| {
+        Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("the body is not a valid request: {err}"),
+        )
+    })?;
+    let pusher = state.pusher.as_ref().ok_or_else(|| {
+        Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "this worker runs without Redis",
+        )
+    })?;
+    Ok((request, pusher))
+}
+
+async fn push(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<impl IntoResponse, Refusal> {
+    let (request, pusher): (PushRequest, _) = admit(&state, &headers, body).await?;
+    let users = parse_users(request.users, "users", &state.limits)?;
+    let event = parse_event_name(request.event.as_deref())?;
+    let body = NotificationFields {
+        category: request.category,
+        data: &request.data,
+        ts: unix_millis(),
+    }
+    .body();
+    let counts = pusher
+        .push(Push {
+            users: &users,
+            event,
+            body: &body,
+            store: request.store,
+            remove_on_ack: false,
+        })
+        .await?;
+    Ok(json(&counts))
+}
+
+async fn broadcast(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<impl IntoResponse, Refusal> {
+    let (request, pusher): (BroadcastRequest, _) = admit(&state, &headers, body).await?;
+    let room = request.room(&state.limits)?;
+    let body = NotificationFields {
+        category: request.category,
+        data: &request.data,
+        ts: unix_millis(),
+    }
+    .body();
+    let workers = pusher.broadcast(room.as_ref(), &body).await?;
+    Ok(json(&BroadcastResponse { ok: true, workers }))
+}
+
+/// The old API: `{tokens, data}` delivers `receive_message` with `data` as it came.
+async fn legacy_push(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<impl IntoResponse, Refusal> {
+    let (request, pusher): (LegacyPushRequest, _) = admit(&state, &headers, body).await?;
+    let users = parse_users(request.tokens, "tokens", &state.limits)?;
+    // The payload is `data` itself: strip its `{` to fit the body convention, or refuse a
+    // non-object (old clients always sent objects).
+    let data = request.data.get();
+    let body = data.strip_prefix('{').ok_or_else(|| {
+        Refusal::from(ProtocolError::new(
+            chat_protocol::ErrorCode::InvalidPayload,
+            "data must be a JSON object",
+        ))
+    })?;
+    let counts = pusher
+        .push(Push {
+            users: &users,
+            event: LEGACY_EVENT,
+            body,
+            store: false,
+            remove_on_ack: false,
+        })
+        .await?;
+    Ok(json(&counts))
+}
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/yaml")], OPENAPI_YAML)
+}

@@ -1,0 +1,194 @@
+//! Push notifications from backends: to users (anywhere in the cluster, through their user
+//! channels), to everyone or one room (through the broadcast channel), optionally kept in the
+//! unread store. Reached by the HTTP API ([`api`]) and the old `notification` Redis channel.
+//!
+//! A notification is encoded once per request; per user only the Redis commands differ.
+
+pub mod api;
+pub mod unread;
+
+use std::time::Duration;
+
+use chat_protocol::{
+    Limits, ProtocolError, RoomId, UserId,
+    people::{UserKeys, push_frame},
+    push::{
+        Category, ChannelNotification, NOTIFICATION_EVENT, NotificationFields, PushResponse,
+        parse_users,
+    },
+};
+use fred::{
+    prelude::{Client, KeysInterface, PubsubInterface},
+    types::{Expiration, SetOptions},
+};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use self::unread::Unread;
+use crate::{people::inbox::InboxError, unix_millis};
+
+/// How long a worker's claim on a `notification` channel message lasts: every worker hears
+/// each message, and the first to claim it handles it. Identical messages within this window
+/// count as one.
+const CLAIM_WINDOW: Duration = Duration::from_secs(10);
+
+/// A push to deliver: the encoded notification and how.
+pub struct Push<'a> {
+    pub users: &'a [UserId],
+    pub event: &'a str,
+    /// The notification JSON without its leading `{` (see [`NotificationFields::body`]).
+    pub body: &'a str,
+    pub store: bool,
+    pub remove_on_ack: bool,
+}
+
+/// What crosses the broadcast channel: `{"room":..,"event":..,"payload":..}`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Announcement<'a> {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<&'a str>,
+    pub event: &'a str,
+    #[serde(borrow)]
+    pub payload: &'a RawValue,
+}
+
+#[derive(Clone)]
+pub struct Pusher {
+    client: Client,
+    prefix: String,
+    unread: Unread,
+    limits: Limits,
+}
+
+impl Pusher {
+    pub fn new(client: Client, prefix: &str, unread: Unread, limits: Limits) -> Self {
+        Self {
+            client,
+            prefix: prefix.to_owned(),
+            unread,
+            limits,
+        }
+    }
+
+    /// The channel every worker hears announcements on.
+    pub fn broadcast_channel(prefix: &str) -> String {
+        format!("{prefix}broadcast")
+    }
+
+    /// Delivers a notification to every logged-in socket of `users`, storing it first if asked.
+    pub async fn push(&self, push: Push<'_>) -> Result<PushResponse, InboxError> {
+        if push.store {
+            let online = self
+                .unread
+                .store(push.users, push.body, push.event, push.remove_on_ack)
+                .await?;
+            return Ok(PushResponse {
+                ok: true,
+                online,
+                stored: push.users.len(),
+            });
+        }
+        let mut payload = String::with_capacity(push.body.len() + 1);
+        payload.push('{');
+        payload.push_str(push.body);
+        let frame = push_frame(push.event, &payload);
+        let pipeline = self.client.pipeline();
+        for user in push.users {
+            // Queuing into a pipeline only buffers the command.
+            let _: Result<(), _> = pipeline
+                .publish(UserKeys::new(&self.prefix, user).channel, frame.as_str())
+                .await;
+        }
+        let reached: Vec<u64> = pipeline.all().await?;
+        Ok(PushResponse {
+            ok: true,
+            online: reached.iter().filter(|count| **count > 0).count(),
+            stored: 0,
+        })
+    }
+
+    /// Announces `body` to every connected socket, or to the members of `room`, on every
+    /// worker. Answers how many workers heard it.
+    pub async fn broadcast(&self, room: Option<&RoomId>, body: &str) -> Result<u64, InboxError> {
+        let payload = RawValue::from_string(format!("{{{body}"))
+            .map_err(|err| InboxError::Protocol(format!("notification is not JSON: {err}")))?;
+        let announcement = Announcement {
+            room: room.map(RoomId::as_str),
+            event: NOTIFICATION_EVENT,
+            payload: &payload,
+        };
+        let frame = serde_json::to_string(&announcement).unwrap_or_default();
+        Ok(self
+            .client
+            .publish(Self::broadcast_channel(&self.prefix), frame)
+            .await?)
+    }
+
+    /// Handles a message of the old `notification` channel, if this worker is the first to
+    /// claim it: `{toWho, needStore?, category?, ...}` becomes a `notification` whose `data` is
+    /// the whole message; with `needStore` it is stored until the client acks it.
+    pub async fn on_channel_notification(&self, message: &str) {
+        match self.claim(message).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(err) => {
+                tracing::warn!(cause = %err, "could not claim a notification; another worker may handle it");
+                return;
+            }
+        }
+        let outcome = async {
+            let parsed: ChannelNotification = serde_json::from_str(message).map_err(|err| {
+                ProtocolError::new(chat_protocol::ErrorCode::InvalidPayload, err.to_string())
+            })?;
+            let users = parse_users(parsed.to_who, "toWho", &self.limits)?;
+            let data = RawValue::from_string(message.to_owned()).map_err(|err| {
+                ProtocolError::new(chat_protocol::ErrorCode::InvalidPayload, err.to_string())
+            })?;
+            let body = NotificationFields {
+                category: parsed.category.unwrap_or(Category::System),
+                data: &data,
+                ts: unix_millis(),
+            }
+            .body();
+            Ok::<_, ProtocolError>((users, body, parsed.need_store))
+        };
+        let (users, body, store) = match outcome.await {
+            Ok(parts) => parts,
+            Err(err) => {
+                tracing::warn!(cause = %err, "dropping a bad notification channel message");
+                return;
+            }
+        };
+        let push = Push {
+            users: &users,
+            event: NOTIFICATION_EVENT,
+            body: &body,
+            store,
+            remove_on_ack: store,
+        };
+        match self.push(push).await {
+            Ok(counts) => tracing::debug!(
+                online = counts.online,
+                stored = counts.stored,
+                "channel notification delivered"
+            ),
+            Err(err) => tracing::warn!(cause = %err, "channel notification not delivered"),
+        }
+    }
+
+    /// Whether this worker is the first to claim `message` within [`CLAIM_WINDOW`].
+    async fn claim(&self, message: &str) -> Result<bool, InboxError> {
+        let key = format!("{}claim:{}", self.prefix, fred::util::sha1_hash(message));
+        let set: Option<String> = self
+            .client
+            .set(
+                key,
+                1,
+                Some(Expiration::PX(CLAIM_WINDOW.as_millis() as i64)),
+                Some(SetOptions::NX),
+                false,
+            )
+            .await?;
+        Ok(set.is_some())
+    }
+}
