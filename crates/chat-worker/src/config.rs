@@ -51,6 +51,11 @@ pub struct WorkerSettings {
     #[arg(long, env = "CHAT_SEND_QUEUE", default_value_t = 128)]
     pub send_queue: usize,
 
+    /// Time a write to a client may stay blocked (the client stopped reading) before the
+    /// connection is cut, in milliseconds.
+    #[arg(long, env = "CHAT_WRITE_STALL_TIMEOUT_MS", default_value_t = 10_000)]
+    pub write_stall_timeout_ms: u64,
+
     /// engine.io ping interval, in milliseconds.
     #[arg(long, env = "CHAT_PING_INTERVAL_MS", default_value_t = 25_000)]
     pub ping_interval_ms: u64,
@@ -286,6 +291,10 @@ impl WorkerSettings {
         }
     }
 
+    pub fn write_stall_timeout(&self) -> Duration {
+        Duration::from_millis(self.write_stall_timeout_ms)
+    }
+
     pub fn ping_interval(&self) -> Duration {
         Duration::from_millis(self.ping_interval_ms)
     }
@@ -360,8 +369,13 @@ impl WorkerSettings {
         if self.auth.auth == AuthMode::Jwt {
             crate::auth::jwt_secret(&self.auth).map_err(|err| err.to_string())?;
         }
-        if self.ping_interval_ms == 0 || self.ping_timeout_ms == 0 {
-            return Err("ping interval and timeout must be greater than 0".into());
+        if self.ping_interval_ms == 0
+            || self.ping_timeout_ms == 0
+            || self.write_stall_timeout_ms == 0
+        {
+            return Err(
+                "ping interval, ping timeout and write stall timeout must be greater than 0".into(),
+            );
         }
         Ok(())
     }

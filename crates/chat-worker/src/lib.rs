@@ -15,6 +15,7 @@ pub mod push;
 pub mod rate;
 pub mod report;
 pub mod server;
+pub mod stall;
 
 pub use config::WorkerSettings;
 pub use server::{BusKind, run};

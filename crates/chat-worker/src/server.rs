@@ -24,6 +24,7 @@ use crate::{
         unread::Unread,
     },
     report::Reporter,
+    stall::GuardedListener,
 };
 
 /// Builds the engine and socket.io configuration from the settings: the one place limits and
@@ -83,6 +84,7 @@ pub async fn run(
         .layer(axum::middleware::from_fn_with_state(origins, origin::guard))
         .layer(axum::middleware::map_request(http::detach_from_read_buffer));
     let (stop_accepting, accepting_stopped) = tokio::sync::oneshot::channel::<()>();
+    let listener = GuardedListener::new(listener, settings.write_stall_timeout());
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         let _ = accepting_stopped.await;
     });

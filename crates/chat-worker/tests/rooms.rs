@@ -340,3 +340,109 @@ async fn a_flooding_client_is_refused_and_others_are_not() {
     }
     assert_eq!(floods_heard, 2, "refused messages must not reach the room");
 }
+
+/// A socket.io client that joins a room and then never reads again, with a tiny receive
+/// buffer so the server's writes to it block soon.
+async fn stalled_member(
+    worker: &TestWorker,
+    room: &str,
+    name: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let address = worker.base.trim_start_matches("http://");
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .set_recv_buffer_size(4096)
+        .expect("small receive buffer");
+    let stream = socket
+        .connect(address.parse().expect("worker address"))
+        .await
+        .expect("tcp connect");
+    let url = format!("ws://{address}/socket.io/?EIO=4&transport=websocket&roomid={room}");
+    let (mut ws, _) = tokio_tungstenite::client_async(url, stream)
+        .await
+        .expect("websocket handshake");
+    async fn next_text(
+        ws: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    ) -> String {
+        loop {
+            match ws.next().await {
+                // engine.io pings may come first; this client never answers them.
+                Some(Ok(Message::Text(text))) if text.as_str() != "2" => return text.to_string(),
+                Some(Ok(_)) => continue,
+                other => panic!("stalled member's handshake ended: {other:?}"),
+            }
+        }
+    }
+    assert!(next_text(&mut ws).await.starts_with('0'), "engine.io open");
+    ws.send(Message::text("40")).await.expect("connect");
+    let connected = next_text(&mut ws).await;
+    assert!(
+        connected.starts_with("40"),
+        "socket.io connect: {connected}"
+    );
+    let join = format!("42[\"join\",{{\"username\":\"{name}\"}}]");
+    ws.send(Message::text(join)).await.expect("join");
+    ws
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_off_and_its_room_is_unaffected() {
+    let broker = MemoryBroker::default();
+    let settings = WorkerSettings {
+        write_stall_timeout_ms: 500,
+        rate_per_sec: 100_000.0,
+        rate_burst: 100_000.0,
+        ..WorkerSettings::default()
+    };
+    let worker = start_worker(&broker, settings).await;
+    let mut reader = member(&worker, "slow", "reader").await;
+    let _stalled = stalled_member(&worker, "slow", "stalled").await;
+    reader
+        .next_matching(WAIT, |e| {
+            is_message(e, "join", None) && e.data["data"]["username"] == "stalled"
+        })
+        .await
+        .expect("the stalled member joined");
+    let sender = member(&worker, "slow", "sender").await;
+
+    // Large messages until the stalled member is cut off (its quit reaches the room), bounded.
+    let text = "s".repeat(2000);
+    let mut sent = 0;
+    let mut received = 0;
+    let mut cut_off = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !cut_off && tokio::time::Instant::now() < deadline && sent < 20_000 {
+        for _ in 0..50 {
+            sender
+                .emit("say", &json!({ "text": text }))
+                .expect("sender's say");
+            sent += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        for event in reader.drain_events() {
+            if is_message(&event, "broadcast_say", Some(&text)) {
+                received += 1;
+            } else if is_message(&event, "broadcast_quit", None) {
+                assert_eq!(event.data["data"]["username"], "stalled");
+                cut_off = true;
+            }
+        }
+    }
+    assert!(
+        cut_off,
+        "the stalled member was not cut off after {sent} messages"
+    );
+    // The rest of the room got every message.
+    while received < sent {
+        let event = reader
+            .next_event(WAIT)
+            .await
+            .expect("the remaining messages");
+        if is_message(&event, "broadcast_say", Some(&text)) {
+            received += 1;
+        }
+    }
+    assert_eq!(received, sent);
+}
