@@ -341,20 +341,41 @@ async fn a_flooding_client_is_refused_and_others_are_not() {
     assert_eq!(floods_heard, 2, "refused messages must not reach the room");
 }
 
+type RawSocket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
 /// A socket.io client that joins a room and then never reads again, with a tiny receive
 /// buffer so the server's writes to it block soon.
-async fn stalled_member(
-    worker: &TestWorker,
-    room: &str,
-    name: &str,
-) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
+async fn stalled_member(worker: &TestWorker, room: &str, name: &str) -> RawSocket {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut ws = raw_socket(worker, room, Some(4096)).await;
+    let join = format!("42[\"join\",{{\"username\":\"{name}\"}}]");
+    ws.send(Message::text(join)).await.expect("join");
+    ws
+}
+
+/// A websocket that completed the socket.io handshake by hand, for sending what no client
+/// library would.
+async fn raw_socket(worker: &TestWorker, room: &str, receive_buffer: Option<u32>) -> RawSocket {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
+    async fn next_text(ws: &mut RawSocket) -> String {
+        loop {
+            match ws.next().await {
+                // engine.io pings may come first; this client never answers them.
+                Some(Ok(Message::Text(text))) if text.as_str() != "2" => return text.to_string(),
+                Some(Ok(_)) => continue,
+                other => panic!("raw socket's handshake ended: {other:?}"),
+            }
+        }
+    }
     let address = worker.base.trim_start_matches("http://");
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket
-        .set_recv_buffer_size(4096)
-        .expect("small receive buffer");
+    if let Some(size) = receive_buffer {
+        socket
+            .set_recv_buffer_size(size)
+            .expect("small receive buffer");
+    }
     let stream = socket
         .connect(address.parse().expect("worker address"))
         .await
@@ -363,18 +384,6 @@ async fn stalled_member(
     let (mut ws, _) = tokio_tungstenite::client_async(url, stream)
         .await
         .expect("websocket handshake");
-    async fn next_text(
-        ws: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
-    ) -> String {
-        loop {
-            match ws.next().await {
-                // engine.io pings may come first; this client never answers them.
-                Some(Ok(Message::Text(text))) if text.as_str() != "2" => return text.to_string(),
-                Some(Ok(_)) => continue,
-                other => panic!("stalled member's handshake ended: {other:?}"),
-            }
-        }
-    }
     assert!(next_text(&mut ws).await.starts_with('0'), "engine.io open");
     ws.send(Message::text("40")).await.expect("connect");
     let connected = next_text(&mut ws).await;
@@ -382,8 +391,6 @@ async fn stalled_member(
         connected.starts_with("40"),
         "socket.io connect: {connected}"
     );
-    let join = format!("42[\"join\",{{\"username\":\"{name}\"}}]");
-    ws.send(Message::text(join)).await.expect("join");
     ws
 }
 
@@ -445,4 +452,85 @@ async fn a_client_that_stops_reading_is_cut_off_and_its_room_is_unaffected() {
         }
     }
     assert_eq!(received, sent);
+}
+
+#[tokio::test]
+async fn hostile_transport_input_never_takes_the_worker_down() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::{
+        Message,
+        protocol::frame::{
+            Frame,
+            coding::{Data, OpCode},
+        },
+    };
+    let broker = MemoryBroker::default();
+    let settings = WorkerSettings {
+        rate_per_sec: 100_000.0,
+        rate_burst: 100_000.0,
+        ..WorkerSettings::default()
+    };
+    let worker = start_worker(&broker, settings).await;
+
+    // Invalid UTF-8 in a text frame: a protocol error that closes that connection only.
+    let mut bad_utf8 = raw_socket(&worker, "hostile", None).await;
+    let frame = Frame::message(vec![b'4', b'2', 0xff, 0xfe], OpCode::Data(Data::Text), true);
+    let _ = bad_utf8.send(Message::Frame(frame)).await;
+    let closed = tokio::time::timeout(WAIT, async {
+        use futures_util::StreamExt;
+        loop {
+            match bad_utf8.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "invalid UTF-8 closes the connection");
+    // Binary garbage where socket.io expects attachments it never announced.
+    let mut binary = raw_socket(&worker, "hostile", None).await;
+    let _ = binary.send(Message::binary(vec![0u8, 159, 146, 150])).await;
+
+    // Thousands of roomid parameters: the first one counts.
+    let many_rooms = (0..2000)
+        .map(|i| format!("roomid=r{i}"))
+        .collect::<Vec<_>>()
+        .join("&");
+    let mut first_counts = Client::connect(&worker.base, &many_rooms)
+        .await
+        .expect("connect with many roomids");
+    let ack = first_counts
+        .emit_with_ack("join", &json!({ "username": "many" }), WAIT)
+        .await
+        .expect("ack");
+    assert_eq!(ack["ok"], true);
+
+    // A huge room id is refused at the handshake.
+    let huge = format!("roomid={}", "r".repeat(10_000));
+    assert!(matches!(
+        Client::connect(&worker.base, &huge).await,
+        Err(ClientError::Refused(_))
+    ));
+
+    // Thousands of joins from one socket: each answered, none broadcast.
+    let mut joiner = member(&worker, "hostile", "joiner").await;
+    for _ in 0..3000 {
+        joiner
+            .emit("join", &json!({ "username": "again" }))
+            .expect("join flood");
+    }
+    let last = joiner
+        .emit_with_ack("join", &json!({ "username": "again" }), WAIT)
+        .await
+        .expect("the worker still answers after the flood");
+    assert_eq!(last["error"]["code"], "already_joined");
+
+    let mut fresh = member(&worker, "hostile", "fresh").await;
+    assert_eq!(say(&mut fresh, "still serving").await["ok"], true);
+    let joins_of_joiner = fresh
+        .drain_events()
+        .iter()
+        .filter(|e| is_message(e, "join", None) && e.data["data"]["username"] == "again")
+        .count();
+    assert_eq!(joins_of_joiner, 0, "refused joins are never broadcast");
 }
