@@ -70,6 +70,24 @@ describe("faults", () => {
     await cluster.stop();
   });
 
+  test("a worker stopped with SIGTERM says goodbye: other workers see its members quit, and they come back", async () => {
+    const redis = await startRedis();
+    const cluster = await startCluster({ workers: 2, redisUrl: redis.url });
+    const ann = await member(cluster.url(0), "rolling", "ann");
+    const bob = await member(cluster.url(1), "rolling", "bob");
+    await untilCrosses(ann, bob, "before the restart");
+    const victim = (await cluster.status()).workers[0].pid;
+    process.kill(victim, "SIGTERM");
+    const quit = await bob.next("ann's quit from the draining worker", (m) => m.event === "broadcast_quit" && m.data?.username === "ann");
+    assert.equal(quit.room, "rolling");
+    // The supervisor starts a new worker on the port; ann's client reconnects and joins again.
+    await bob.next("ann's join after the restart", (m) => m.event === "join" && m.data?.username === "ann" && m.ts > quit.ts);
+    await untilCrosses(ann, bob, "after the restart");
+    ann.disconnect();
+    bob.disconnect();
+    await cluster.stop();
+  });
+
   test("SIGTERM: clients are closed, the supervisor exits 0, no worker is left", async () => {
     const redis = await startRedis();
     const cluster = await startCluster({ workers: 2, redisUrl: redis.url });

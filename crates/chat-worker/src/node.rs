@@ -423,6 +423,24 @@ impl Node {
         username: &Username,
         text: Option<&str>,
     ) -> String {
+        let (id, encoded) = self.room_message(room, event, username, text);
+        if let Some(encoded) = encoded {
+            self.fanout.emit(room.as_str(), &encoded).await;
+            self.bus
+                .publish(room, encode_frame(self.fanout.origin(), encoded.get()));
+        }
+        id
+    }
+
+    /// A room message with a fresh id, encoded once (`None` only if encoding failed, which
+    /// strings and integers never do; the arm exists to avoid a panic path).
+    fn room_message(
+        &self,
+        room: &RoomId,
+        event: RoomEventKind,
+        username: &Username,
+        text: Option<&str>,
+    ) -> (String, Option<Box<serde_json::value::RawValue>>) {
         let id = format!(
             "{}-{}",
             self.fanout.origin(),
@@ -438,16 +456,37 @@ impl Node {
             ts: unix_millis(),
             room: room.as_str(),
         };
-        match serde_json::value::to_raw_value(&message) {
-            Ok(encoded) => {
-                self.fanout.emit(room.as_str(), &encoded).await;
+        let encoded = serde_json::value::to_raw_value(&message)
+            .inspect_err(|err| tracing::error!(cause = %err, "room message did not encode"))
+            .ok();
+        (id, encoded)
+    }
+
+    /// The worker is draining: tells the members of its rooms on other workers that its own
+    /// members are leaving (closing the sockets runs no disconnect handler). Bus only: the local
+    /// members are all leaving too. Their clients reconnect elsewhere and join again.
+    pub fn farewell(&self, io: &SocketIo) -> usize {
+        let mut quits = 0;
+        for socket in io.sockets() {
+            let Ok(membership) = membership(&socket) else {
+                continue;
+            };
+            let (Some(room), Some(username)) = (&membership.room, membership.username.get()) else {
+                continue;
+            };
+            if let (_, Some(encoded)) = self.room_message(room, RoomEventKind::Quit, username, None)
+            {
                 self.bus
                     .publish(room, encode_frame(self.fanout.origin(), encoded.get()));
+                quits += 1;
             }
-            // Strings and integers always serialize; this arm exists to avoid a panic path.
-            Err(err) => tracing::error!(cause = %err, "room message did not encode"),
         }
-        id
+        quits
+    }
+
+    /// Waits until every bus frame queued so far has been handed to the bus.
+    pub async fn flush_bus(&self) {
+        self.bus.flush().await;
     }
 
     pub fn counts(&self) -> WorkerReport {

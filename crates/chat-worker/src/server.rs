@@ -27,6 +27,9 @@ use crate::{
     stall::GuardedListener,
 };
 
+/// Longest a draining worker waits for its farewell frames to reach Redis.
+const FAREWELL_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Builds the engine and socket.io configuration from the settings: the one place limits and
 /// intervals reach socketioxide.
 pub fn socket_io(settings: &WorkerSettings) -> (SocketIoLayer, SocketIo) {
@@ -112,6 +115,10 @@ pub async fn run(
     reporter.send(&WorkerReport::Draining);
     let _ = stop_accepting.send(());
     let remaining = || deadline.saturating_duration_since(Instant::now());
+    let quits = node.farewell(&io);
+    // The quits must leave before the process does; a second at most.
+    let flushed = tokio::time::timeout(remaining().min(FAREWELL_FLUSH), node.flush_bus()).await;
+    tracing::debug!(quits, flushed = flushed.is_ok(), "farewell sent");
     if tokio::time::timeout(remaining(), io.close()).await.is_err() {
         tracing::warn!("clients did not all close within the grace period");
     }

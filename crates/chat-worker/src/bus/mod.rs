@@ -35,6 +35,12 @@ pub trait Bus: Send + Sync + 'static {
 
     /// Whether the bus is connected now (for health reporting).
     fn is_connected(&self) -> bool;
+
+    /// Resolves once every frame queued so far has been handed to the medium (for a draining
+    /// worker's last words). Callers bound the wait.
+    fn flush(&self) -> futures_util::future::BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// Where frames arriving from the bus go.

@@ -14,7 +14,7 @@ use std::{
     collections::HashSet,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -63,6 +63,8 @@ pub struct RedisBus {
     subscriber: fred::prelude::Client,
     dropped_publishes: AtomicU64,
     publish_queue_full: AtomicBool,
+    /// Frames taken off the queue whose pipeline has not answered yet.
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl RedisBus {
@@ -122,6 +124,7 @@ impl RedisBus {
             subscriber: subscriber.clone(),
             dropped_publishes: AtomicU64::new(0),
             publish_queue_full: AtomicBool::new(false),
+            in_flight: Arc::default(),
         });
 
         // Subscribe to notifications before connecting so the first connection is seen.
@@ -132,7 +135,11 @@ impl RedisBus {
         publisher.connect();
         subscriber.connect();
 
-        tokio::spawn(publish_loop(publisher, publish_rx));
+        tokio::spawn(publish_loop(
+            publisher,
+            publish_rx,
+            Arc::clone(&bus.in_flight),
+        ));
         let keeper = SubscriptionKeeper {
             client: subscriber.clone(),
             hub,
@@ -204,12 +211,27 @@ impl Bus for RedisBus {
     fn is_connected(&self) -> bool {
         self.subscriber.is_connected()
     }
+
+    fn flush(&self) -> futures_util::future::BoxFuture<'_, ()> {
+        Box::pin(async {
+            while self.publish_queue.capacity() < self.publish_queue.max_capacity()
+                || self.in_flight.load(Ordering::Acquire) > 0
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    }
 }
 
-async fn publish_loop(client: fred::prelude::Client, mut queue: mpsc::Receiver<(String, String)>) {
+async fn publish_loop(
+    client: fred::prelude::Client,
+    mut queue: mpsc::Receiver<(String, String)>,
+    in_flight: Arc<AtomicUsize>,
+) {
     let mut batch = Vec::with_capacity(PUBLISH_BATCH);
     let mut failing = false;
     while queue.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
+        in_flight.store(batch.len(), Ordering::Release);
         let pipeline = client.pipeline();
         for (channel, frame) in batch.drain(..) {
             // Queuing into a pipeline only buffers the command; it cannot fail here.
@@ -227,6 +249,7 @@ async fn publish_loop(client: fred::prelude::Client, mut queue: mpsc::Receiver<(
             }
             Err(err) => tracing::debug!(cause = %err, "redis publish failed again"),
         }
+        in_flight.store(0, Ordering::Release);
     }
 }
 
