@@ -227,6 +227,17 @@ else
 fi
 export CHAT_REDIS_URL=$redis_url
 
+# --- push API key -------------------------------------------------------------------------------
+# The push API answers only with a key. Unless one is given (CHAT_API_KEY or CHAT_API_KEY_FILE),
+# this demo makes one, readable only by its owner, so backends can be tried at once.
+if [ -z "${CHAT_API_KEY:-}" ] && [ -z "${CHAT_API_KEY_FILE:-}" ]; then
+  api_key_file=$run_dir/api-key
+  if [ ! -s "$api_key_file" ]; then
+    (umask 077 && head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$api_key_file")
+  fi
+  export CHAT_API_KEY_FILE=$api_key_file
+fi
+
 # --- nginx config -------------------------------------------------------------------------------
 # Proxy timeouts must outlast the workers' engine.io ping cycle.
 ping_cycle_secs=$(((${CHAT_PING_INTERVAL_MS:-25000} + ${CHAT_PING_TIMEOUT_MS:-20000} + 999) / 1000))
@@ -281,6 +292,8 @@ cat >&2 <<EOF
 
   chat:    $chat_url
   status:  $status_url
+  push:    curl -H "Authorization: Bearer \$(cat ${CHAT_API_KEY_FILE:-<your key file>})" -H 'content-type: application/json' \\
+             -d '{"category":"announcement","data":{"text":"hello"}}' http://127.0.0.1:$http_port/api/broadcast
   logs:    supervisor and workers: $supervisor_stderr; nginx: run/nginx/error.log
   Ctrl-C stops nginx, the cluster and any Redis this script started.
 
