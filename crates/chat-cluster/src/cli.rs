@@ -1,4 +1,4 @@
-//! The command line: `supervise`, `worker`, `nginx-config`, `check-config`.
+//! The command line: `supervise`, `worker`, `nginx-config`, `check-config`, `conformance`.
 
 use std::{net::SocketAddr, os::fd::FromRawFd, path::PathBuf};
 
@@ -31,6 +31,18 @@ enum Command {
     NginxConfig(NginxArgs),
     /// Print the settings `supervise` would run with, after flags and environment.
     CheckConfig(SupervisorSettings),
+    /// Serve the fixture of the socket.io and engine.io protocol test suites.
+    Conformance(ConformanceArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ConformanceArgs {
+    /// Port to listen on (the suites expect 3000).
+    #[arg(long, default_value_t = 3000)]
+    port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: std::net::IpAddr,
 }
 
 #[derive(Debug, clap::Args)]
@@ -96,6 +108,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{settings:#?}");
             Ok(())
         }
+        Command::Conformance(args) => current_thread_runtime()?.block_on(async move {
+            let stop = stop_signal()?;
+            crate::conformance::serve(SocketAddr::new(args.bind, args.port), stop).await
+        }),
     }
 }
 

@@ -2,6 +2,7 @@
 //! or config-printing library code.
 
 mod cli;
+mod conformance;
 
 use std::process::ExitCode;
 
