@@ -24,6 +24,8 @@ pub struct IdleConfig {
     pub rooms: usize,
     /// The target is the bare-websocket floor (no socket.io handshake).
     pub raw: bool,
+    /// Handshakes in flight at once.
+    pub concurrency: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -38,6 +40,8 @@ pub struct IdleReport {
     pub server_rss_per_connection_bytes: f64,
     pub kernel_tcp_mem_before_kb: u64,
     pub kernel_tcp_mem_after_kb: u64,
+    /// Connections still open at the end of the hold (each answers the server's pings).
+    pub open_after_hold: usize,
     pub bench_cpu_seconds: f64,
 }
 
@@ -61,9 +65,9 @@ pub async fn run(config: IdleConfig) -> anyhow::Result<IdleReport> {
                 conn::connect(target, source, &query).await
             }
         });
-        if pending.len() >= 512 {
+        if pending.len() >= config.concurrency.max(1) {
             match pending.next().await {
-                Some(Ok(ws)) => held.push(ws),
+                Some(Ok(ws)) => held.push(keep_alive(ws)),
                 Some(Err(_)) => failures += 1,
                 None => {}
             }
@@ -71,7 +75,7 @@ pub async fn run(config: IdleConfig) -> anyhow::Result<IdleReport> {
     }
     while let Some(result) = pending.next().await {
         match result {
-            Ok(ws) => held.push(ws),
+            Ok(ws) => held.push(keep_alive(ws)),
             Err(err) => {
                 failures += 1;
                 if failures <= 3 {
@@ -86,7 +90,10 @@ pub async fn run(config: IdleConfig) -> anyhow::Result<IdleReport> {
     let rss_after = total_rss_kb(&config.pids)?;
     let tcp_after = kernel_tcp_mem_kb();
     let connected = held.len();
-    drop(held);
+    let open_after_hold = held.iter().filter(|task| !task.is_finished()).count();
+    for task in held {
+        task.abort();
+    }
     Ok(IdleReport {
         scenario: "idle",
         connections: config.connections,
@@ -98,6 +105,7 @@ pub async fn run(config: IdleConfig) -> anyhow::Result<IdleReport> {
         server_rss_per_connection_bytes: (rss_after.saturating_sub(rss_before) * 1024) as f64
             / connected.max(1) as f64,
         kernel_tcp_mem_before_kb: tcp_before,
+        open_after_hold,
         kernel_tcp_mem_after_kb: tcp_after,
         bench_cpu_seconds: crate::cpu_seconds() - cpu_start,
     })
@@ -138,4 +146,21 @@ fn kernel_tcp_mem_kb() -> u64 {
             None
         })
         .map_or(0, |pages| pages * page_kb)
+}
+
+/// Holds a connection open like a live client: answers engine.io pings (`2` → `3`) until the
+/// server closes it. The task ends when the connection does.
+fn keep_alive(mut ws: conn::Ws) -> tokio::task::JoinHandle<()> {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    tokio::spawn(async move {
+        while let Some(Ok(message)) = ws.next().await {
+            if let Message::Text(text) = message
+                && text.as_str() == "2"
+                && ws.send(Message::text("3")).await.is_err()
+            {
+                return;
+            }
+        }
+    })
 }

@@ -73,6 +73,9 @@ enum Scenario {
         /// The target is the bare-websocket floor (`chat-bench floor`), not socket.io.
         #[arg(long)]
         raw: bool,
+        /// Handshakes in flight at once.
+        #[arg(long, default_value_t = 512)]
+        concurrency: usize,
     },
 }
 
@@ -141,6 +144,7 @@ fn main() -> anyhow::Result<()> {
                 hold_secs,
                 rooms,
                 raw,
+                concurrency,
             } => {
                 ensure_loopback(&target)?;
                 let report = idle::run(idle::IdleConfig {
@@ -152,6 +156,7 @@ fn main() -> anyhow::Result<()> {
                     room_prefix: "idle-".into(),
                     rooms,
                     raw,
+                    concurrency,
                 })
                 .await?;
                 print_report(&report);

@@ -88,10 +88,12 @@ async fn idle_holds_connections_from_many_source_addresses() {
         room_prefix: "idle-".into(),
         rooms: 10,
         raw: false,
+        concurrency: 64,
     })
     .await
     .expect("idle runs");
     assert_eq!(report.connected, 300, "{report:?}");
+    assert_eq!(report.open_after_hold, 300, "{report:?}");
     assert_eq!(report.connect_failures, 0);
     assert!(report.server_rss_after_kb >= report.server_rss_before_kb);
     support::wait_until(
