@@ -6,6 +6,7 @@ pub mod conn;
 pub mod fanout;
 pub mod floor;
 pub mod idle;
+pub mod storm;
 
 use std::net::IpAddr;
 

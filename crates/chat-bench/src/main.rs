@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use chat_bench::{fanout, idle, loopback_sources, print_report};
+use chat_bench::{fanout, idle, loopback_sources, print_report, storm};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -56,6 +56,23 @@ enum Scenario {
         threads: usize,
     },
     /// Open and hold N connections; report server RSS per connection.
+    /// Connect and join N clients, SIGKILL one worker, time until every client is back.
+    Storm {
+        #[arg(long, value_delimiter = ',', required = true)]
+        target: Vec<SocketAddr>,
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        #[arg(long, default_value_t = 64)]
+        sources: usize,
+        #[arg(long, default_value_t = 100)]
+        rooms: usize,
+        /// The worker process to SIGKILL (its pid in the supervisor's /status).
+        #[arg(long)]
+        kill_pid: i32,
+        /// Longest wait for connecting, and for coming back, each.
+        #[arg(long, default_value_t = 60.0)]
+        timeout_secs: f64,
+    },
     Idle {
         #[arg(long, value_delimiter = ',', required = true)]
         target: Vec<SocketAddr>,
@@ -136,6 +153,26 @@ fn main() -> anyhow::Result<()> {
             }
             // Served above, on its own multi-thread runtime.
             Scenario::Floor { .. } => {}
+            Scenario::Storm {
+                target,
+                clients,
+                sources,
+                rooms,
+                kill_pid,
+                timeout_secs,
+            } => {
+                ensure_loopback(&target)?;
+                let report = storm::run(storm::StormConfig {
+                    targets: target,
+                    clients,
+                    sources: loopback_sources(sources.max(1)),
+                    rooms,
+                    kill_pid,
+                    timeout: Duration::from_secs_f64(timeout_secs.clamp(1.0, 600.0)),
+                })
+                .await?;
+                print_report(&report);
+            }
             Scenario::Idle {
                 target,
                 connections,

@@ -6,7 +6,7 @@ mod support;
 
 use std::{net::SocketAddr, time::Duration};
 
-use chat_bench::{fanout, idle, loopback_sources};
+use chat_bench::{fanout, idle, loopback_sources, storm};
 use support::{Redis, Supervisor};
 
 fn worker_targets(supervisor: &Supervisor) -> Vec<SocketAddr> {
@@ -127,4 +127,28 @@ async fn the_floor_forwards_frames_and_is_accounted_the_same_way() {
     .await
     .expect("fanout against the floor runs");
     assert_accounted(&report, 30, 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storm_counts_every_client_back_after_a_worker_is_killed() {
+    let redis = Redis::start();
+    let supervisor = Supervisor::start(2, &redis.url());
+    ready(&supervisor);
+    let victim = supervisor.status()["workers"][0]["pid"]
+        .as_i64()
+        .expect("worker 0's pid") as i32;
+    let report = storm::run(storm::StormConfig {
+        targets: worker_targets(&supervisor),
+        clients: 40,
+        sources: loopback_sources(4),
+        rooms: 4,
+        kill_pid: victim,
+        timeout: Duration::from_secs(20),
+    })
+    .await
+    .expect("storm runs");
+    assert_eq!(report.joined_before, 40, "{report:?}");
+    assert_eq!(report.dropped, 20, "the killed worker's half: {report:?}");
+    assert!(report.all_back_ms.is_some(), "{report:?}");
+    assert_eq!(report.joined_at_end, 40, "{report:?}");
 }
