@@ -13,12 +13,16 @@ use chat_protocol::{
     people::{StreamId, UserKeys},
 };
 use fred::{
+    prelude::LuaInterface,
     prelude::{Client, HashesInterface, PubsubInterface, StreamsInterface},
-    types::{Value, scripts::Script},
+    types::Value,
 };
 
 use crate::config::PeopleSettings;
 
+// Run with EVAL, not EVALSHA: a NOSCRIPT answer (fresh or restarted Redis) followed by a reload
+// and a retry would let a sender's later message overtake its first one; EVAL commands run in
+// the order queued. Redis caches the compiled script by its hash either way.
 const SEND_LUA: &str = include_str!("lua/send.lua");
 const LOGIN_LUA: &str = include_str!("lua/login.lua");
 
@@ -71,8 +75,6 @@ pub struct Outgoing<'a> {
 pub struct Inbox {
     client: Client,
     prefix: String,
-    send: Script,
-    login: Script,
     max_messages: u64,
     max_age: Duration,
     retry_window: Duration,
@@ -86,8 +88,6 @@ impl Inbox {
         Self {
             client,
             prefix: prefix.to_owned(),
-            send: Script::from_lua(SEND_LUA),
-            login: Script::from_lua(LOGIN_LUA),
             max_messages: settings.inbox_max_messages,
             max_age: settings.inbox_max_age(),
             retry_window: settings.retry_window(),
@@ -109,9 +109,9 @@ impl Inbox {
     pub async fn send(&self, message: Outgoing<'_>) -> Result<Stored, InboxError> {
         let keys = self.keys(message.to);
         let answer: Vec<Value> = self
-            .send
-            .evalsha_with_reload(
-                &self.client,
+            .client
+            .eval(
+                SEND_LUA,
                 vec![
                     keys.inbox,
                     message.sent_marker.unwrap_or_default().to_owned(),
@@ -152,9 +152,9 @@ impl Inbox {
         let keys = self.keys(user);
         let (hook_channel, hook_message) = hook.unwrap_or_default();
         let (generation, waiting, unread): (u64, u64, u64) = self
-            .login
-            .evalsha_with_reload(
-                &self.client,
+            .client
+            .eval(
+                LOGIN_LUA,
                 vec![keys.login, keys.inbox, keys.unread],
                 vec![
                     device.as_str().to_owned(),

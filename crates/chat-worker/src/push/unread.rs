@@ -10,7 +10,7 @@ use chat_protocol::{
     UserId,
     people::{StreamId, UserKeys},
 };
-use fred::{prelude::Client, types::scripts::Script};
+use fred::prelude::{Client, LuaInterface};
 
 use crate::{
     config::PushSettings,
@@ -25,7 +25,6 @@ const USERS_PER_CALL: usize = 500;
 pub struct Unread {
     client: Client,
     prefix: String,
-    store: Script,
     max: u64,
     max_age: Duration,
 }
@@ -35,7 +34,6 @@ impl Unread {
         Self {
             client,
             prefix: prefix.to_owned(),
-            store: Script::from_lua(STORE_LUA),
             max: settings.unread_max,
             max_age: Duration::from_secs(settings.unread_max_age_secs),
         }
@@ -65,10 +63,8 @@ impl Unread {
             ];
             args.extend(keys.iter().map(|k| k.channel.clone()));
             let streams: Vec<String> = keys.into_iter().map(|k| k.unread).collect();
-            let reached: u64 = self
-                .store
-                .evalsha_with_reload(&self.client, streams, args)
-                .await?;
+            // EVAL, not EVALSHA, for the order of pushes (see people::inbox).
+            let reached: u64 = self.client.eval(STORE_LUA, streams, args).await?;
             online += reached as usize;
         }
         Ok(online)
