@@ -10,11 +10,21 @@ use std::{
 use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio_tungstenite::{WebSocketStream, tungstenite::Message};
+use tokio_tungstenite::{
+    WebSocketStream,
+    tungstenite::{Message, protocol::WebSocketConfig},
+};
 
 pub type Ws = WebSocketStream<TcpStream>;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The generator's websocket settings: a 4 KiB read buffer instead of tungstenite's eagerly
+/// allocated 128 KiB, so that thousands of client connections cost the generator little memory
+/// (chat frames are far smaller; a larger frame grows the buffer as needed).
+pub fn client_config() -> WebSocketConfig {
+    WebSocketConfig::default().read_buffer_size(4096)
+}
 
 /// Opens a websocket to `target` and completes the socket.io CONNECT of namespace `/`.
 pub async fn connect(
@@ -68,12 +78,15 @@ pub async fn open(
             .bind(SocketAddr::new(source, 0))
             .context("bind source address")?;
     }
-    let stream = socket.connect(target).await.context("tcp connect")?;
+    let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, socket.connect(target))
+        .await
+        .context("tcp connect timed out")?
+        .context("tcp connect")?;
     stream.set_nodelay(true)?;
     let url = format!("ws://{target}{path_and_query}");
     let (ws, _) = tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
-        tokio_tungstenite::client_async(url, stream),
+        tokio_tungstenite::client_async_with_config(url, stream, Some(client_config())),
     )
     .await
     .context("websocket handshake timed out")?

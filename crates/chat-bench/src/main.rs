@@ -2,7 +2,29 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use chat_bench::{fanout, idle, loopback_sources, print_report, storm};
+use chat_bench::{
+    bounded_seconds, fanout, idle, loopback_sources, print_report, print_rows, storm,
+};
+
+/// Longest sending, draining, holding or waiting time any flag may ask for.
+const MAX_RUN_SECS: f64 = 600.0;
+/// Most steps a ramp may have.
+const MAX_RAMP_STEPS: usize = 50;
+
+/// The columns of the ramp's step table.
+const RAMP_COLUMNS: &[&str] = &[
+    "step",
+    "rate_per_sender",
+    "offered_per_sec",
+    "deliveries_per_sec",
+    "lost",
+    "latency_ms_p50",
+    "latency_ms_p99",
+    "latency_ms_max",
+    "generator_busy",
+    "server_cpu_us_per_delivery",
+    "verdict",
+];
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -46,17 +68,26 @@ enum Scenario {
         /// The target is the bare-websocket floor (`chat-bench floor`), not socket.io.
         #[arg(long)]
         raw: bool,
+        /// All senders send at the same instants (bursts), as the generator did before
+        /// 2026-11-22; by default each sender has its own phase.
+        #[arg(long)]
+        aligned: bool,
+        /// Ramp: comma-separated `say`/s per sender, one step of --duration-secs each on the
+        /// same connections, stopping at the first step that does not hold.
+        #[arg(long, value_delimiter = ',')]
+        ramp: Vec<f64>,
+        /// A ramp step holds if its p99 latency is at most this and nothing is lost.
+        #[arg(long, default_value_t = 50.0)]
+        p99_limit_ms: f64,
     },
-    /// Serve the bare-websocket floor: plain websocket rooms, every frame forwarded as it is.
+    /// Serve the bare-websocket floor on one thread: plain websocket rooms, every frame
+    /// forwarded as it is.
     Floor {
         #[arg(long, default_value = "127.0.0.1:7001")]
         listen: SocketAddr,
-        /// Runtime threads; 1 (the default) runs on one thread, like a product worker.
-        #[arg(long, default_value_t = 1)]
-        threads: usize,
     },
-    /// Open and hold N connections; report server RSS per connection.
-    /// Connect and join N clients, SIGKILL one worker, time until every client is back.
+    /// Connect and join N clients, SIGKILL one worker, time until every client of it is
+    /// connected and chatting again.
     Storm {
         #[arg(long, value_delimiter = ',', required = true)]
         target: Vec<SocketAddr>,
@@ -64,15 +95,30 @@ enum Scenario {
         clients: usize,
         #[arg(long, default_value_t = 64)]
         sources: usize,
-        #[arg(long, default_value_t = 100)]
+        /// Rooms (0: one per 10 clients); every room has members on every target.
+        #[arg(long, default_value_t = 0)]
         rooms: usize,
-        /// The worker process to SIGKILL (its pid in the supervisor's /status).
+        /// The worker process to SIGKILL; it must listen on one of the target ports.
+        #[arg(
+            long,
+            conflicts_with = "status_url",
+            required_unless_present = "status_url"
+        )]
+        kill_pid: Option<i32>,
+        /// The supervisor's status document (e.g. http://127.0.0.1:9100/status), from which
+        /// `workers[--kill-worker]`'s pid and port are read.
         #[arg(long)]
-        kill_pid: i32,
-        /// Longest wait for connecting, and for coming back, each.
+        status_url: Option<String>,
+        #[arg(long, default_value_t = 0)]
+        kill_worker: usize,
+        /// Longest wait for connecting, and for coming back, each (1 to 600 s).
         #[arg(long, default_value_t = 60.0)]
         timeout_secs: f64,
+        /// First connections in flight at once.
+        #[arg(long, default_value_t = 256)]
+        concurrency: usize,
     },
+    /// Open and hold N connections; report server RSS per connection.
     Idle {
         #[arg(long, value_delimiter = ',', required = true)]
         target: Vec<SocketAddr>,
@@ -98,19 +144,9 @@ enum Scenario {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Scenario::Floor { listen, threads } = cli.scenario {
+    if let Scenario::Floor { listen } = cli.scenario {
         ensure_loopback(&[listen])?;
-        let runtime = if threads <= 1 {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?
-        } else {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(threads)
-                .enable_all()
-                .build()?
-        };
-        return runtime.block_on(chat_bench::floor::serve(listen));
+        return chat_bench::floor::run(std::net::TcpListener::bind(listen)?);
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -129,16 +165,20 @@ fn main() -> anyhow::Result<()> {
                 room_prefix,
                 server_pids,
                 raw,
+                aligned,
+                ramp,
+                p99_limit_ms,
             } => {
                 ensure_loopback(&target)?;
-                let report = fanout::run(fanout::FanoutConfig {
+                ensure_bounded(clients)?;
+                let config = fanout::FanoutConfig {
                     targets: target,
                     clients,
                     rooms,
                     senders,
                     rate,
-                    duration: Duration::from_secs_f64(duration_secs),
-                    drain: Duration::from_secs_f64(drain_secs),
+                    duration: bounded_seconds(duration_secs, MAX_RUN_SECS),
+                    drain: bounded_seconds(drain_secs, MAX_RUN_SECS),
                     sources: if sources == 0 {
                         Vec::new()
                     } else {
@@ -147,11 +187,26 @@ fn main() -> anyhow::Result<()> {
                     room_prefix,
                     server_pids,
                     raw,
-                })
-                .await?;
-                print_report(&report);
+                    aligned,
+                };
+                anyhow::ensure!(
+                    ramp.len() <= MAX_RAMP_STEPS,
+                    "at most {MAX_RAMP_STEPS} ramp steps"
+                );
+                if ramp.is_empty() {
+                    print_report(&fanout::run(config).await?);
+                } else {
+                    let report = fanout::ramp(fanout::RampConfig {
+                        fanout: config,
+                        rates: ramp,
+                        p99_limit_ms,
+                    })
+                    .await?;
+                    print_report(&report);
+                    print_rows(&report.steps, RAMP_COLUMNS);
+                }
             }
-            // Served above, on its own multi-thread runtime.
+            // Served above, on its own single-threaded runtime.
             Scenario::Floor { .. } => {}
             Scenario::Storm {
                 target,
@@ -159,16 +214,30 @@ fn main() -> anyhow::Result<()> {
                 sources,
                 rooms,
                 kill_pid,
+                status_url,
+                kill_worker,
                 timeout_secs,
+                concurrency,
             } => {
                 ensure_loopback(&target)?;
+                ensure_bounded(clients)?;
+                let victim = match (kill_pid, status_url) {
+                    (Some(pid), _) => storm::Victim::Pid(pid),
+                    (None, Some(url)) => storm::Victim::Status {
+                        url,
+                        worker: kill_worker,
+                    },
+                    (None, None) => anyhow::bail!("give --kill-pid or --status-url"),
+                };
                 let report = storm::run(storm::StormConfig {
                     targets: target,
                     clients,
                     sources: loopback_sources(sources.max(1)),
                     rooms,
-                    kill_pid,
-                    timeout: Duration::from_secs_f64(timeout_secs.clamp(1.0, 600.0)),
+                    victim,
+                    timeout: bounded_seconds(timeout_secs, MAX_RUN_SECS)
+                        .max(Duration::from_secs(1)),
+                    concurrency,
                 })
                 .await?;
                 print_report(&report);
@@ -184,12 +253,13 @@ fn main() -> anyhow::Result<()> {
                 concurrency,
             } => {
                 ensure_loopback(&target)?;
+                ensure_bounded(connections)?;
                 let report = idle::run(idle::IdleConfig {
                     targets: target,
                     connections,
                     sources: loopback_sources(sources.max(1)),
                     pids,
-                    hold: Duration::from_secs_f64(hold_secs),
+                    hold: bounded_seconds(hold_secs, MAX_RUN_SECS),
                     room_prefix: "idle-".into(),
                     rooms,
                     raw,
@@ -201,6 +271,19 @@ fn main() -> anyhow::Result<()> {
         }
         anyhow::Ok(())
     })
+}
+
+/// Most clients or connections one chat-bench process opens (the open-file limit caps it
+/// lower on most machines).
+const MAX_CLIENTS: usize = 200_000;
+
+/// Every load is bounded in count.
+fn ensure_bounded(clients: usize) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        clients <= MAX_CLIENTS,
+        "at most {MAX_CLIENTS} clients per chat-bench process; run several processes for more"
+    );
+    Ok(())
 }
 
 /// Load goes to this machine only.

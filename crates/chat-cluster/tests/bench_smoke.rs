@@ -61,6 +61,7 @@ async fn fanout_accounts_for_every_delivery() {
         room_prefix: "smoke-".into(),
         server_pids: Vec::new(),
         raw: false,
+        aligned: false,
     })
     .await
     .expect("fanout runs");
@@ -105,50 +106,176 @@ async fn idle_holds_connections_from_many_source_addresses() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_floor_forwards_frames_and_is_accounted_the_same_way() {
-    let port = support::free_port();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    tokio::spawn(chat_bench::floor::serve(addr));
-    support::wait_until("the floor to listen", support::WAIT, || {
-        std::net::TcpStream::connect(addr).is_ok()
-    });
-    let report = fanout::run(fanout::FanoutConfig {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the floor");
+    let addr = listener.local_addr().expect("the floor's address");
+    // The floor runs on a single-threaded runtime of its own, as in `chat-bench floor`.
+    std::thread::spawn(move || chat_bench::floor::run(listener));
+    let report = fanout::run(floor_config(addr, 5.0))
+        .await
+        .expect("fanout against the floor runs");
+    assert_accounted(&report, 30, 10);
+}
+
+/// 30 clients of the floor in 3 rooms, 6 senders at `rate` for a second.
+fn floor_config(addr: SocketAddr, rate: f64) -> fanout::FanoutConfig {
+    fanout::FanoutConfig {
         targets: vec![addr],
         clients: 30,
         rooms: 3,
         senders: 6,
-        rate: 5.0,
+        rate,
         duration: Duration::from_secs(1),
         drain: Duration::from_secs(2),
         sources: Vec::new(),
         room_prefix: "floor-".into(),
         server_pids: Vec::new(),
         raw: true,
-    })
-    .await
-    .expect("fanout against the floor runs");
-    assert_accounted(&report, 30, 10);
+        aligned: false,
+    }
 }
 
+/// Two tiny steps on the same connections: each is accounted on its own (a step's messages
+/// are expected at every member of the sender's room and arrive exactly once), the rates are
+/// the ones asked, and the best step is the last that held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ramp_accounts_every_step_on_the_same_connections() {
+    let redis = Redis::start();
+    let supervisor = Supervisor::start(2, &redis.url());
+    ready(&supervisor);
+    let report = fanout::ramp(fanout::RampConfig {
+        fanout: fanout::FanoutConfig {
+            targets: worker_targets(&supervisor),
+            clients: 40,
+            rooms: 4,
+            senders: 8,
+            rate: 2.0,
+            duration: Duration::from_secs(1),
+            drain: Duration::from_secs(3),
+            sources: loopback_sources(4),
+            room_prefix: "ramp-".into(),
+            server_pids: Vec::new(),
+            raw: false,
+            aligned: false,
+        },
+        rates: vec![2.0, 4.0],
+        // Generous: the smoke checks the accounting, not the speed.
+        p99_limit_ms: 5_000.0,
+    })
+    .await
+    .expect("ramp runs");
+    assert_eq!(report.connected, 40, "{report:?}");
+    assert_eq!(report.steps.len(), 2, "{report:?}");
+    for (number, step) in report.steps.iter().enumerate() {
+        assert_eq!(step.step, number);
+        assert_eq!(step.senders, 8, "{step:?}");
+        assert!(step.sent > 0, "{step:?}");
+        assert_eq!(step.expected, step.sent * 10, "{step:?}");
+        assert_eq!(step.delivered + step.lost, step.expected, "{step:?}");
+        assert_eq!(
+            (step.lost, step.duplicated, step.foreign),
+            (0, 0, 0),
+            "{step:?}"
+        );
+        assert!(step.held, "{step:?}");
+    }
+    assert_eq!(report.steps[0].rate_per_sender, 2.0);
+    assert_eq!(report.steps[1].rate_per_sender, 4.0);
+    assert!(
+        report.steps[1].sent > report.steps[0].sent,
+        "the second step sends more: {report:?}"
+    );
+    assert_eq!(report.best_step, Some(1), "{report:?}");
+    assert_eq!(report.stopped_because, "all steps held");
+}
+
+/// A step that cannot hold (a p99 limit no server meets) stops the ramp there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ramp_stops_at_the_first_step_that_does_not_hold() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the floor");
+    let addr = listener.local_addr().expect("the floor's address");
+    std::thread::spawn(move || chat_bench::floor::run(listener));
+    let report = fanout::ramp(fanout::RampConfig {
+        fanout: floor_config(addr, 2.0),
+        rates: vec![2.0, 4.0, 8.0],
+        p99_limit_ms: 0.000_001,
+    })
+    .await
+    .expect("ramp runs");
+    assert_eq!(report.steps.len(), 1, "{report:?}");
+    assert!(!report.steps[0].held, "{report:?}");
+    assert_eq!(report.steps[0].lost, 0, "{report:?}");
+    assert_eq!(report.best_step, None, "{report:?}");
+    assert!(report.stopped_because.contains("p99"), "{report:?}");
+}
+
+/// 20 clients on 2 workers, worker 0 (read from the supervisor's /status) SIGKILLed: its 10
+/// clients, and only they, drop; every one reconnects, rejoins and is heard by another member
+/// again; the supervisor's restarted worker serves them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storm_counts_every_client_back_after_a_worker_is_killed() {
     let redis = Redis::start();
     let supervisor = Supervisor::start(2, &redis.url());
     ready(&supervisor);
     let victim = supervisor.status()["workers"][0]["pid"]
-        .as_i64()
-        .expect("worker 0's pid") as i32;
+        .as_u64()
+        .expect("worker 0's pid") as u32;
     let report = storm::run(storm::StormConfig {
         targets: worker_targets(&supervisor),
-        clients: 40,
+        clients: 20,
         sources: loopback_sources(4),
-        rooms: 4,
-        kill_pid: victim,
+        rooms: 5,
+        victim: storm::Victim::Status {
+            url: format!("http://127.0.0.1:{}/status", supervisor.admin_port),
+            worker: 0,
+        },
         timeout: Duration::from_secs(20),
+        concurrency: 16,
     })
     .await
     .expect("storm runs");
-    assert_eq!(report.joined_before, 40, "{report:?}");
-    assert_eq!(report.dropped, 20, "the killed worker's half: {report:?}");
-    assert!(report.all_back_ms.is_some(), "{report:?}");
-    assert_eq!(report.joined_at_end, 40, "{report:?}");
+    assert_eq!(report.killed_pid as u32, victim, "{report:?}");
+    assert_eq!(report.killed_port, supervisor.base_port, "{report:?}");
+    assert_eq!(report.joined_before, 20, "{report:?}");
+    assert_eq!(report.victims, 10, "{report:?}");
+    assert_eq!(report.dropped, 10, "the killed worker's half: {report:?}");
+    assert_eq!(report.survivors_dropped, 0, "{report:?}");
+    assert!(report.reconnected_ms.is_some(), "{report:?}");
+    assert!(report.all_back_ms >= report.reconnected_ms, "{report:?}");
+    assert_eq!(report.not_back, 0, "{report:?}");
+    assert!(
+        report.says_sent >= 10,
+        "each victim said something: {report:?}"
+    );
+    assert_eq!(report.joined_at_end, 20, "{report:?}");
+    assert!(!support::process_alive(victim), "the victim was killed");
+    support::wait_until("the supervisor to restart worker 0", support::WAIT, || {
+        let worker = &supervisor.status()["workers"][0];
+        worker["pid"]
+            .as_u64()
+            .is_some_and(|pid| pid != 0 && pid as u32 != victim)
+    });
+}
+
+/// A pid that serves none of the targets is refused, and nothing is killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storm_refuses_to_kill_a_process_that_serves_no_target() {
+    let bystander = support::ChildGuard {
+        child: std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("start sleep"),
+        name: "sleep".into(),
+    };
+    let result = storm::run(storm::StormConfig {
+        targets: vec![SocketAddr::from(([127, 0, 0, 1], support::free_port()))],
+        clients: 2,
+        sources: Vec::new(),
+        rooms: 1,
+        victim: storm::Victim::Pid(bystander.pid() as i32),
+        timeout: Duration::from_secs(2),
+        concurrency: 2,
+    })
+    .await;
+    assert!(result.is_err(), "{result:?}");
+    assert!(support::process_alive(bystander.pid()));
 }
