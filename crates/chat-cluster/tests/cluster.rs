@@ -68,10 +68,10 @@ async fn rooms_span_worker_processes_through_redis_with_a_channel_per_occupied_r
     let mut ann = member(port_a, "lobby", "ann").await;
     let mut bob = member(port_b, "lobby", "bob").await;
     let mut eve = member(port_b, "side", "eve").await;
+    // Both workers, not just the first: a worker that connects to Redis after its clients
+    // joined subscribes a moment later, and a message published before that misses it.
     wait_until("both workers to subscribe to their rooms", WAIT, || {
-        let channels = redis.channels();
-        channels.contains(&"t1:room:lobby".to_owned())
-            && channels.contains(&"t1:room:side".to_owned())
+        redis.subscribers("t1:room:lobby") == 2 && redis.subscribers("t1:room:side") == 1
     });
 
     // Subscriptions are in place; from here a message must cross.

@@ -124,6 +124,16 @@ impl Redis {
             .map(|pair| pair[1].to_owned())
             .collect()
     }
+
+    /// How many clients subscribe to `channel` (PUBSUB NUMSUB).
+    pub fn subscribers(&self, channel: &str) -> usize {
+        let reply = redis_command(self.port, &["PUBSUB", "NUMSUB", channel]).unwrap_or_default();
+        // "*2\r\n$<len>\r\n<channel>\r\n:<count>\r\n": the count is the integer line.
+        reply
+            .split("\r\n")
+            .find_map(|line| line.strip_prefix(':')?.parse().ok())
+            .unwrap_or(0)
+    }
 }
 
 /// Sends one command in RESP and returns the raw reply.
