@@ -147,7 +147,8 @@ fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
                     .context("the inherited listening socket is unusable")?,
                 None => {
                     let addr = SocketAddr::new(settings.bind, args.port);
-                    listener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?
+                    listener::bind(addr, settings.listen_backlog)
+                        .with_context(|| format!("cannot listen on {addr}"))?
                 }
             };
             let reporter = match args.report_fd {

@@ -46,8 +46,9 @@ pub async fn run(settings: SupervisorSettings) -> anyhow::Result<()> {
     for id in 0..workers {
         let port = settings.base_port + id as u16;
         let addr = SocketAddr::new(settings.worker.bind, port);
-        let listener = std::net::TcpListener::bind(addr)
-            .with_context(|| format!("cannot listen on {addr} for worker {id}"))?;
+        let listener =
+            chat_worker::listener::bind_with_backlog(addr, settings.worker.listen_backlog)
+                .with_context(|| format!("cannot listen on {addr} for worker {id}"))?;
         listeners.push((id, port, listener));
     }
     let admin_addr = SocketAddr::new(settings.admin_bind, settings.admin_port);

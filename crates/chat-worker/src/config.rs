@@ -18,6 +18,12 @@ pub struct WorkerSettings {
     #[arg(long, env = "CHAT_BIND", default_value = "127.0.0.1")]
     pub bind: IpAddr,
 
+    /// Connections the kernel queues for a worker before it accepts them (at most 4096, and
+    /// `net.core.somaxconn`). Large, so that clients reconnecting at once to a restarted worker
+    /// wait in the queue instead of having their SYN dropped and retried a second later.
+    #[arg(long, env = "CHAT_LISTEN_BACKLOG", default_value_t = 4096)]
+    pub listen_backlog: u32,
+
     /// Redis for the cross-worker room bus.
     #[arg(long, env = "CHAT_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
@@ -321,6 +327,7 @@ impl WorkerSettings {
             ("max-message-bytes", self.max_message_bytes),
             ("send-queue", self.send_queue),
             ("ws-read-buffer-bytes", self.ws_read_buffer_bytes),
+            ("listen-backlog", self.listen_backlog as usize),
             ("bus-queue", self.bus_queue),
             ("bus-receive-buffer", self.bus_receive_buffer),
             ("max-user-id-len", self.max_user_id_len),
