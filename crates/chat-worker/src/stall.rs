@@ -46,6 +46,12 @@ impl Listener for GuardedListener {
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         let (stream, addr) = Listener::accept(&mut self.inner).await;
+        // Chat frames are small and must leave at once: with Nagle's algorithm a frame written
+        // while the previous one is unacknowledged waits for the client's (possibly delayed)
+        // acknowledgement. Failing to set it only costs latency, so the connection is kept.
+        if let Err(err) = stream.set_nodelay(true) {
+            tracing::debug!(%addr, %err, "cannot set TCP_NODELAY");
+        }
         (StallGuard::new(stream, self.limit), addr)
     }
 
@@ -223,5 +229,15 @@ mod tests {
         let mut guard = StallGuard::new(writer, Duration::from_secs(2));
         guard.write_all(&[7u8; 64]).await.unwrap();
         drain.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn accepted_connections_send_without_nagle_delay() {
+        let inner = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = inner.local_addr().unwrap();
+        let mut listener = GuardedListener::new(inner, Duration::from_secs(2));
+        let _client = TcpStream::connect(addr).await.unwrap();
+        let (guard, _) = Listener::accept(&mut listener).await;
+        assert!(guard.inner.nodelay().unwrap(), "TCP_NODELAY is set");
     }
 }
