@@ -50,7 +50,7 @@ pub struct WorkerSettings {
     pub max_message_bytes: usize,
 
     /// Initial read buffer of each websocket connection, in bytes (grows for larger messages).
-    #[arg(long, env = "CHAT_WS_READ_BUFFER_BYTES", default_value_t = 1024)]
+    #[arg(long, env = "CHAT_WS_READ_BUFFER_BYTES", default_value_t = 512)]
     pub ws_read_buffer_bytes: usize,
 
     /// Packets queued for one client before further ones to it are dropped (slow consumer).

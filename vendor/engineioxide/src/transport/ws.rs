@@ -65,18 +65,30 @@ pub fn new_req<R: Send + 'static, B, H: EngineIoHandler>(
         .ok_or(Error::InvalidWebSocketKey)?
         .clone();
 
-    tokio::spawn(async move {
-        let conn = hyper::upgrade::on(req)
-            .await
-            .map(hyper_util::rt::TokioIo::new);
-
-        let res = match conn {
-            Ok(conn) => on_init(engine.clone(), conn, protocol, sid, parts).await,
+    // PATCHED (chat cluster, vendor/README.md): the upgrade and the handshake run in a future of
+    // their own on the heap, freed once the session is open, and the spawned task holds only a
+    // pointer to it. A task's allocation is as large as its largest state, and the handshake
+    // (the request parts, the upgrade, the websocket setup) is far larger than the reading loop
+    // that lives as long as the connection: 3.6 KB per connection otherwise.
+    let opening = Box::pin(async move {
+        let conn = match hyper::upgrade::on(req).await {
+            Ok(conn) => hyper_util::rt::TokioIo::new(conn),
             Err(_e) => {
                 #[cfg(feature = "tracing")]
                 tracing::debug!("ws upgrade error: {}", _e);
-                return;
+                return None;
             }
+        };
+        let opened = open_websocket(&engine, conn, protocol, sid, parts).await;
+        Some((engine, opened))
+    });
+    tokio::spawn(async move {
+        let Some((engine, opened)) = opening.await else {
+            return;
+        };
+        let res = match opened {
+            Ok((socket, ws)) => serve_websocket(&engine, socket, ws).await,
+            Err(e) => Err(e),
         };
 
         match res {
@@ -114,6 +126,21 @@ pub async fn on_init<H: EngineIoHandler, S>(
     sid: Option<Sid>,
     req_data: Parts,
 ) -> Result<(), Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (socket, ws) = open_websocket(&engine, conn, protocol, sid, req_data).await?;
+    serve_websocket(&engine, socket, ws).await
+}
+
+/// Opens the websocket session: a new one with its handshake, or the upgrade of a polling one.
+async fn open_websocket<H: EngineIoHandler, S>(
+    engine: &Arc<EngineIo<H>>,
+    conn: S,
+    protocol: ProtocolVersion,
+    sid: Option<Sid>,
+    req_data: Parts,
+) -> Result<(Arc<Socket<H::Data>>, WebSocketStream<S>), Error>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -164,13 +191,25 @@ where
             .spawn_heartbeat(engine.config.ping_interval, engine.config.ping_timeout);
         (socket, ws)
     };
+    Ok((socket, ws))
+}
+
+/// Serves an open websocket session until it closes: a task writes, this future reads.
+async fn serve_websocket<H: EngineIoHandler, S>(
+    engine: &Arc<EngineIo<H>>,
+    socket: Arc<Socket<H::Data>>,
+    ws: WebSocketStream<S>,
+) -> Result<(), Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let (tx, rx) = ws.split();
 
     // Pipe between websocket and internal socket channel.
     tokio::spawn(forward_to_socket::<H, S>(socket.clone(), tx));
 
     // pipe between internal socket channel and websocket
-    match forward_to_handler(&engine, rx, &socket)
+    match forward_to_handler(engine, rx, &socket)
         .with_cancellation_token(&socket.cancellation_token)
         .await
     {
@@ -313,11 +352,11 @@ async fn forward_to_socket<H: EngineIoHandler, S>(
             items = buffered_rx.recv() => {
                 match items {
                     Some(packets) => {
-                        for item in packets {
+                        for item in *packets {
                             map_fn!(item);
                         }
                         while let Ok(packets) = buffered_rx.try_recv() {
-                            for item in packets {
+                            for item in *packets {
                                 map_fn!(item);
                             }
                         }
@@ -331,7 +370,7 @@ async fn forward_to_socket<H: EngineIoHandler, S>(
                 if let Some(packets) = val {
                     #[cfg(feature = "tracing")]
                     tracing::debug!(sid = ?socket.id, "ws volatile flush: {} packets", packets.len());
-                    for item in packets {
+                    for item in *packets {
                         map_fn!(item);
                     }
                 }
@@ -408,7 +447,7 @@ where
     // We send a last Noop request to close a potential waiting polling request.
     socket
         .internal_tx
-        .send(smallvec![Packet::Noop])
+        .send(Box::new(smallvec![Packet::Noop]))
         .await
         .map_err(|_| Error::Upgrade)?;
 
