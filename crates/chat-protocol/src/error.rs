@@ -38,6 +38,8 @@ pub enum ErrorCode {
     Unavailable,
     /// The socket is authenticated as another user than the payload names.
     Forbidden,
+    /// The event name is not one the server knows.
+    UnknownEvent,
 }
 
 impl ErrorCode {
@@ -58,6 +60,7 @@ impl ErrorCode {
             Self::InboxFull => "inbox_full",
             Self::Unavailable => "unavailable",
             Self::Forbidden => "forbidden",
+            Self::UnknownEvent => "unknown_event",
         }
     }
 }

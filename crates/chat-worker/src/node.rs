@@ -19,18 +19,15 @@ use chat_protocol::{
     ErrorCode, Limits, ProtocolError, RoomId, UserId, Username,
     bus::{Topic, encode_frame},
     client::{JoinPayload, SayPayload, invalid_payload},
-    people::{
-        CHAT_EVENT, ChatPayload, GEO_EVENT, HEARTBEAT_EVENT, HeartbeatAck, LOGIN_EVENT,
-        LoginPayload,
-    },
-    push::{MARK_READ_EVENT, MarkReadPayload, UNREAD_COUNT_EVENT},
+    people::{CHAT_EVENT, GEO_EVENT, HEARTBEAT_EVENT, HeartbeatAck, LOGIN_EVENT, LoginPayload},
+    push::{MARK_READ_EVENT, UNREAD_COUNT_EVENT},
     report::WorkerReport,
     server::{Ack, RoomEventData, RoomEventKind, RoomMessage},
 };
 use serde::Serialize;
 use socketioxide::{
     SocketIo,
-    extract::{AckSender, SocketRef, TryData},
+    extract::{AckSender, Event, SocketRef, TryData},
     handler::ConnectHandler,
 };
 
@@ -188,142 +185,119 @@ impl Node {
         }
         tracing::debug!(sid = %socket.id, room = ?membership.room, "connected");
 
+        // One fallback handler serves every event: socketioxide keeps a socket's handlers in a
+        // map of boxed closures per socket (about 1.3 KB for our eight events), the fallback is
+        // one box.
         let node = Arc::clone(&self);
-        socket.on(
-            "join",
-            move |socket: SocketRef, TryData(payload): TryData<JoinPayload>, ack: AckSender| {
+        socket.on_fallback(
+            move |socket: SocketRef,
+                  Event(event): Event,
+                  TryData(data): TryData<serde_json::Value>,
+                  ack: AckSender| {
                 let node = Arc::clone(&node);
-                async move {
-                    let answer = node.join(&socket, payload.ok()).await;
-                    send_ack(ack, answer.as_ref().map(|()| None));
-                }
+                async move { node.dispatch(socket, &event, data.ok(), ack).await }
             },
         );
-        let node = Arc::clone(&self);
-        socket.on(
-            "say",
-            move |socket: SocketRef, TryData(payload): TryData<SayPayload>, ack: AckSender| {
-                let node = Arc::clone(&node);
-                async move {
-                    let answer = node.say(&socket, payload.ok()).await;
-                    send_ack(ack, answer.as_ref().map(|id| Some(id.as_str())));
-                }
-            },
-        );
-        self.attach_people(&socket);
         socket.on_disconnect(
             move |socket: SocketRef| async move { self.on_disconnect(socket).await },
         );
     }
 
-    fn attach_people(self: &Arc<Self>, socket: &SocketRef) {
-        let node = Arc::clone(self);
-        socket.on(
-            LOGIN_EVENT,
-            move |socket: SocketRef, TryData(payload): TryData<LoginPayload>, ack: AckSender| {
-                let node = Arc::clone(&node);
-                async move {
-                    let membership = match membership(&socket) {
-                        Ok(membership) => membership,
-                        Err(err) => return send_answer::<()>(ack, Err(err)),
-                    };
-                    if let Err(err) = node.spend(&membership) {
-                        return send_answer::<()>(ack, Err(err));
-                    }
-                    match node
-                        .people
-                        .login(
-                            &socket,
-                            &membership.login,
-                            membership.authenticated.as_ref(),
-                            payload.ok(),
-                        )
-                        .await
-                    {
-                        Ok(logged_in) => {
-                            // The ack goes out before the first waiting message.
-                            send_answer(ack, Ok(logged_in.ack()));
-                            (logged_in.start_delivery)();
-                        }
-                        Err(err) => send_answer::<()>(ack, Err(err)),
-                    }
+    /// Answers one client event. `data` is the event's first argument, if it had one that is
+    /// JSON; each event parses it into its own payload type, and a shape it does not expect
+    /// counts as no payload (`invalid_payload`).
+    async fn dispatch(
+        self: Arc<Self>,
+        socket: SocketRef,
+        event: &str,
+        data: Option<serde_json::Value>,
+        ack: AckSender,
+    ) {
+        match event {
+            "join" => {
+                let answer = self.join(&socket, payload(data)).await;
+                send_ack(ack, answer.as_ref().map(|()| None));
+            }
+            "say" => {
+                let answer = self.say(&socket, payload(data)).await;
+                send_ack(ack, answer.as_ref().map(|id| Some(id.as_str())));
+            }
+            LOGIN_EVENT => self.login(&socket, payload(data), ack).await,
+            CHAT_EVENT => {
+                let answer = async {
+                    let sender = self.logged_in_sender(&socket)?;
+                    self.people.chat(&sender, payload(data)).await
+                };
+                match answer.await {
+                    Ok(sent) => send_answer(ack, Ok(sent.ack())),
+                    Err(err) => send_answer::<()>(ack, Err(err)),
                 }
-            },
-        );
-        let node = Arc::clone(self);
-        socket.on(
-            CHAT_EVENT,
-            move |socket: SocketRef, TryData(payload): TryData<ChatPayload>, ack: AckSender| {
-                let node = Arc::clone(&node);
-                async move {
-                    let answer = async {
-                        let sender = node.logged_in_sender(&socket)?;
-                        node.people.chat(&sender, payload.ok()).await
-                    };
-                    match answer.await {
-                        Ok(sent) => send_answer(ack, Ok(sent.ack())),
-                        Err(err) => send_answer::<()>(ack, Err(err)),
-                    }
-                }
-            },
-        );
-        let node = Arc::clone(self);
-        socket.on(
-            GEO_EVENT,
-            move |socket: SocketRef,
-                  TryData(payload): TryData<serde_json::Value>,
-                  ack: AckSender| {
-                let node = Arc::clone(&node);
-                async move {
-                    let answer = async {
-                        let sender = node.logged_in_sender(&socket)?;
-                        node.people.geo(&sender, payload.ok()).await
-                    };
-                    send_answer(ack, answer.await.map(|()| Ack::ok()));
-                }
-            },
-        );
-        let node = Arc::clone(self);
-        socket.on(
-            MARK_READ_EVENT,
-            move |socket: SocketRef, TryData(payload): TryData<MarkReadPayload>, ack: AckSender| {
-                let node = Arc::clone(&node);
-                async move {
-                    let answer = async {
-                        let reader = node.logged_in_sender(&socket)?;
-                        node.people.mark_read(&reader, payload.ok()).await
-                    };
-                    send_answer(ack, answer.await);
-                }
-            },
-        );
-        let node = Arc::clone(self);
-        socket.on(
-            UNREAD_COUNT_EVENT,
-            move |socket: SocketRef, ack: AckSender| {
-                let node = Arc::clone(&node);
-                async move {
-                    let answer = async {
-                        let reader = node.logged_in_sender(&socket)?;
-                        node.people.unread_count(&reader).await
-                    };
-                    send_answer(ack, answer.await);
-                }
-            },
-        );
-        let node = Arc::clone(self);
-        socket.on(HEARTBEAT_EVENT, move |socket: SocketRef, ack: AckSender| {
-            let node = Arc::clone(&node);
-            async move {
+            }
+            GEO_EVENT => {
+                let answer = async {
+                    let sender = self.logged_in_sender(&socket)?;
+                    self.people.geo(&sender, data).await
+                };
+                send_answer(ack, answer.await.map(|()| Ack::ok()));
+            }
+            MARK_READ_EVENT => {
+                let answer = async {
+                    let reader = self.logged_in_sender(&socket)?;
+                    self.people.mark_read(&reader, payload(data)).await
+                };
+                send_answer(ack, answer.await);
+            }
+            UNREAD_COUNT_EVENT => {
+                let answer = async {
+                    let reader = self.logged_in_sender(&socket)?;
+                    self.people.unread_count(&reader).await
+                };
+                send_answer(ack, answer.await);
+            }
+            HEARTBEAT_EVENT => {
                 let answer = membership(&socket)
-                    .and_then(|membership| node.spend(&membership))
+                    .and_then(|membership| self.spend(&membership))
                     .map(|()| HeartbeatAck {
                         ok: true,
                         ts: unix_millis(),
                     });
                 send_answer(ack, answer);
             }
-        });
+            _ => {
+                // Paid for like any event, so that unknown events cannot flood for free.
+                let answer = membership(&socket)
+                    .and_then(|membership| self.spend(&membership))
+                    .and_then(|()| Err(unknown_event(event)));
+                send_answer::<()>(ack, answer);
+            }
+        }
+    }
+
+    async fn login(&self, socket: &SocketRef, payload: Option<LoginPayload>, ack: AckSender) {
+        let membership = match membership(socket) {
+            Ok(membership) => membership,
+            Err(err) => return send_answer::<()>(ack, Err(err)),
+        };
+        if let Err(err) = self.spend(&membership) {
+            return send_answer::<()>(ack, Err(err));
+        }
+        match self
+            .people
+            .login(
+                socket,
+                &membership.login,
+                membership.authenticated.as_ref(),
+                payload,
+            )
+            .await
+        {
+            Ok(logged_in) => {
+                // The ack goes out before the first waiting message.
+                send_answer(ack, Ok(logged_in.ack()));
+                (logged_in.start_delivery)();
+            }
+            Err(err) => send_answer::<()>(ack, Err(err)),
+        }
     }
 
     /// The identity of a logged-in socket sending an event, once the event is paid for.
@@ -518,6 +492,17 @@ fn no_room() -> ProtocolError {
         ErrorCode::NoRoom,
         "this socket joined no room: connect with ?roomid=<room>",
     )
+}
+
+fn unknown_event(event: &str) -> ProtocolError {
+    // The name is the client's: bounded before it goes back to it.
+    let shown: String = event.chars().take(64).collect();
+    ProtocolError::new(ErrorCode::UnknownEvent, format!("unknown event {shown:?}"))
+}
+
+/// An event's payload in the shape the event expects, if it has that shape.
+fn payload<T: serde::de::DeserializeOwned>(data: Option<serde_json::Value>) -> Option<T> {
+    data.and_then(|data| serde_json::from_value(data).ok())
 }
 
 fn already_joined() -> ProtocolError {

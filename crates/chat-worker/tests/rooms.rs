@@ -260,6 +260,12 @@ async fn bad_input_gets_clear_errors_and_the_worker_keeps_serving() {
             .expect("ack");
         assert_eq!(code(ack), expected, "say {payload}");
     }
+    // An event the server does not know is answered, not left without an ack.
+    let ack = client
+        .emit_with_ack("nope", &json!({}), WAIT)
+        .await
+        .expect("ack");
+    assert_eq!(code(ack), "unknown_event");
     // Garbage packets: not socket.io, not JSON, unknown events. None may take the worker down.
     for garbage in [
         "42not json",
