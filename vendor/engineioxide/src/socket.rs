@@ -228,7 +228,8 @@ where
 
     /// Internal channel to receive Pong [`Packets`](Packet) (v4 protocol) or Ping (v3 protocol) in the heartbeat job
     /// which is running in a separate task
-    heartbeat_rx: Mutex<Receiver<()>>,
+    /// PATCHED (chat cluster, vendor/README.md): also read by the websocket writer.
+    pub(crate) heartbeat_rx: Mutex<Receiver<()>>,
     /// Channel to send Ping [`Packets`](Packet) (v4 protocol) or Ping (v3 protocol) from the connexion to the heartbeat job
     /// which is running in a separate task
     pub(crate) heartbeat_tx: mpsc::Sender<()>,

@@ -4,7 +4,7 @@
 //! Other functions are used internally to handle the websocket connection through tasks and channels
 //! and to handle upgrade from polling to ws
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use futures_util::{
     SinkExt, StreamExt, TryStreamExt,
@@ -87,7 +87,9 @@ pub fn new_req<R: Send + 'static, B, H: EngineIoHandler>(
             return;
         };
         let res = match opened {
-            Ok((socket, ws)) => serve_websocket(&engine, socket, ws).await,
+            Ok((socket, ws, writer_heartbeat)) => {
+                serve_websocket(&engine, socket, ws, writer_heartbeat).await
+            }
             Err(e) => Err(e),
         };
 
@@ -129,18 +131,21 @@ pub async fn on_init<H: EngineIoHandler, S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (socket, ws) = open_websocket(&engine, conn, protocol, sid, req_data).await?;
-    serve_websocket(&engine, socket, ws).await
+    let (socket, ws, writer_heartbeat) =
+        open_websocket(&engine, conn, protocol, sid, req_data).await?;
+    serve_websocket(&engine, socket, ws, writer_heartbeat).await
 }
 
 /// Opens the websocket session: a new one with its handshake, or the upgrade of a polling one.
+/// PATCHED (chat cluster, vendor/README.md): also says whether the session's heartbeat is left
+/// to the writer (a new v4 session), rather than running in a task of its own.
 async fn open_websocket<H: EngineIoHandler, S>(
     engine: &Arc<EngineIo<H>>,
     conn: S,
     protocol: ProtocolVersion,
     sid: Option<Sid>,
     req_data: Parts,
-) -> Result<(Arc<Socket<H::Data>>, WebSocketStream<S>), Error>
+) -> Result<(Arc<Socket<H::Data>>, WebSocketStream<S>, bool), Error>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -150,7 +155,7 @@ where
         .max_frame_size(Some(engine.config.ws_max_frame_size));
 
     let ws_init = move || WebSocketStream::from_raw_socket(conn, Role::Server, Some(ws_config));
-    let (socket, ws) = if let Some(sid) = sid {
+    let opened = if let Some(sid) = sid {
         match engine.get_socket(sid) {
             None => return Err(Error::UnknownSessionID(sid)),
             Some(socket) if socket.is_ws() => return Err(Error::MultipleWebsocketRequests),
@@ -175,7 +180,7 @@ where
                         return Err(Error::Upgrade);
                     }
                 }
-                (socket, ws)
+                (socket, ws, false)
             }
         }
     } else {
@@ -186,12 +191,17 @@ where
 
         let mut ws = ws_init().await;
         init_handshake(socket.id, &mut ws, &engine.config).await?;
-        socket
-            .clone()
-            .spawn_heartbeat(engine.config.ping_interval, engine.config.ping_timeout);
-        (socket, ws)
+        // PATCHED (chat cluster, vendor/README.md): a v4 session opened on a websocket runs its
+        // heartbeat in its writer task (`forward_to_socket`) instead of a task of its own.
+        let writer_heartbeat = socket.protocol == ProtocolVersion::V4;
+        if !writer_heartbeat {
+            socket
+                .clone()
+                .spawn_heartbeat(engine.config.ping_interval, engine.config.ping_timeout);
+        }
+        (socket, ws, writer_heartbeat)
     };
-    Ok((socket, ws))
+    Ok(opened)
 }
 
 /// Serves an open websocket session until it closes: a task writes, this future reads.
@@ -199,14 +209,19 @@ async fn serve_websocket<H: EngineIoHandler, S>(
     engine: &Arc<EngineIo<H>>,
     socket: Arc<Socket<H::Data>>,
     ws: WebSocketStream<S>,
+    writer_heartbeat: bool,
 ) -> Result<(), Error>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (tx, rx) = ws.split();
 
+    // The writer runs the heartbeat of a v4 session opened on this websocket; an upgraded
+    // session keeps the heartbeat task its polling transport started.
+    let heartbeat =
+        writer_heartbeat.then_some((engine.config.ping_interval, engine.config.ping_timeout));
     // Pipe between websocket and internal socket channel.
-    tokio::spawn(forward_to_socket::<H, S>(socket.clone(), tx));
+    tokio::spawn(forward_to_socket::<H, S>(socket.clone(), tx, heartbeat));
 
     // pipe between internal socket channel and websocket
     match forward_to_handler(engine, rx, &socket)
@@ -293,6 +308,7 @@ where
 async fn forward_to_socket<H: EngineIoHandler, S>(
     socket: Arc<Socket<H::Data>>,
     mut tx: SplitSink<WebSocketStream<S>, Message>,
+    heartbeat: Option<(Duration, Duration)>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -314,36 +330,34 @@ async fn forward_to_socket<H: EngineIoHandler, S>(
 
     // map a packet to a websocket message
     // It is declared as a macro rather than a closure to avoid ownership issues
+    // PATCHED (chat cluster, vendor/README.md): the packet becomes its websocket message
+    // without awaiting (`ws_message`), and one `feed` awaits per call site, so the task's state
+    // holds one pending message instead of one per kind of packet.
     macro_rules! map_fn {
-            ($item:ident) => {
-                let res = match $item {
-                    Packet::Binary(bin) | Packet::BinaryV3(bin) => {
-                        if socket.protocol == ProtocolVersion::V3 {
-                            // v3 protocol requires packet type as the first byte.
-                            // This requires a new buffer. This is OK as it is only for the V3 protocol.
-                            let mut buff = Vec::with_capacity(bin.len() + 1);
-                            buff.push(0x04);
-                            buff.extend(bin);
-                            tx.feed(Message::Binary(buff.into())).await
-                        } else {
-                            tx.feed(Message::Binary(bin)).await
-                        }
-                    }
-                    // A Noop Packet maybe sent by the server to upgrade from a polling connection
-                    // In the case that the packet was not poll in time it will remain in the buffer and therefore
-                    // it should be discarded here
-                    Packet::Noop => Ok(()),
-                    _ => {
-                        let packet: String = $item.try_into().unwrap();
-                        tx.feed(Message::Text(packet.into())).await
-                    }
-                };
-                if let Err(_e) = res {
+        ($item:ident) => {
+            if let Some(message) = ws_message($item, socket.protocol) {
+                if let Err(_e) = tx.feed(message).await {
                     #[cfg(feature = "tracing")]
                     tracing::debug!("[sid={}] error sending packet: {}", socket.id, _e);
                 }
-            };
-        }
+            }
+        };
+    }
+
+    // PATCHED (chat cluster, vendor/README.md): the heartbeat of a v4 session, as
+    // `Socket::heartbeat_job_v4` runs it, on this task: a ping one interval after the start and
+    // one interval after the previous one, queued behind the packets before it (a full queue
+    // closes the session), and the session closed if no pong comes within the timeout. One
+    // task per connection instead of two saves about 1.3 KB per connection.
+    let (ping_interval, ping_timeout) = heartbeat.unwrap_or_default();
+    let mut pongs = match heartbeat {
+        Some(_) => socket.heartbeat_rx.try_lock().ok(),
+        None => None,
+    };
+    let mut ping_due = tokio::time::Instant::now() + ping_interval;
+    let mut awaiting_pong = false;
+    let heartbeat_timer = tokio::time::sleep_until(ping_due);
+    tokio::pin!(heartbeat_timer);
 
     // Forward buffered packets until the channel is closed or the session is cancelled.
     loop {
@@ -375,6 +389,37 @@ async fn forward_to_socket<H: EngineIoHandler, S>(
                     }
                 }
             },
+            () = &mut heartbeat_timer, if pongs.is_some() => {
+                let alive = !awaiting_pong
+                    && socket
+                        .internal_tx
+                        .try_send(Box::new(smallvec![Packet::Ping]))
+                        .is_ok();
+                if alive {
+                    #[cfg(feature = "tracing")]
+                    tracing::trace!(sid = ?socket.id, "emitting ping");
+                    awaiting_pong = true;
+                    heartbeat_timer
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + ping_timeout);
+                } else {
+                    #[cfg(feature = "tracing")]
+                    tracing::debug!(sid = ?socket.id, "heartbeat timeout");
+                    pongs = None;
+                    // Queues a close packet and cancels the session, which ends this loop.
+                    socket.close(DisconnectReason::HeartbeatTimeout);
+                }
+            },
+            Some(()) = async { pongs.as_mut()?.recv().await }, if pongs.is_some() => {
+                // A pong before the first ping (some clients send one) is ignored.
+                if awaiting_pong {
+                    #[cfg(feature = "tracing")]
+                    tracing::trace!(sid = ?socket.id, "pong received");
+                    awaiting_pong = false;
+                    ping_due += ping_interval;
+                    heartbeat_timer.as_mut().reset(ping_due);
+                }
+            },
         }
 
         #[cfg(feature = "tracing")]
@@ -388,6 +433,28 @@ async fn forward_to_socket<H: EngineIoHandler, S>(
     tx.flush().await.ok();
     tx.close().await.ok();
 }
+/// PATCHED (chat cluster, vendor/README.md): the websocket message that carries `packet`, or
+/// nothing for a Noop (a server may queue one to end a polling request during an upgrade; if no
+/// poll took it, it is dropped here).
+fn ws_message(packet: Packet, protocol: ProtocolVersion) -> Option<Message> {
+    match packet {
+        Packet::Binary(bin) | Packet::BinaryV3(bin) => {
+            if protocol == ProtocolVersion::V3 {
+                // v3 protocol requires packet type as the first byte.
+                // This requires a new buffer. This is OK as it is only for the V3 protocol.
+                let mut buff = Vec::with_capacity(bin.len() + 1);
+                buff.push(0x04);
+                buff.extend(bin);
+                Some(Message::Binary(buff.into()))
+            } else {
+                Some(Message::Binary(bin))
+            }
+        }
+        Packet::Noop => None,
+        packet => Some(Message::Text(String::from(packet).into())),
+    }
+}
+
 /// Send a Engine.IO [`OpenPacket`] to initiate a websocket connection
 async fn init_handshake<S>(
     sid: Sid,
@@ -552,7 +619,7 @@ mod tests {
         let (tx, _rx) = server.split();
 
         let polling = socket.internal_rx.lock().await;
-        let writer = tokio::spawn(forward_to_socket::<StubHandler, _>(socket.clone(), tx));
+        let writer = tokio::spawn(forward_to_socket::<StubHandler, _>(socket.clone(), tx, None));
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!writer.is_finished(), "the writer should wait for the lock");
 
@@ -573,7 +640,7 @@ mod tests {
         let (tx, _rx) = server.split();
 
         let _polling = socket.internal_rx.lock().await;
-        let writer = tokio::spawn(forward_to_socket::<StubHandler, _>(socket.clone(), tx));
+        let writer = tokio::spawn(forward_to_socket::<StubHandler, _>(socket.clone(), tx, None));
         tokio::time::sleep(Duration::from_millis(20)).await;
 
         socket.cancellation_token.cancel();
