@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 repo=$PWD
 
 workers=2 clients=1000 rooms=10 senders=100 rate=5 seconds=10 idle=4000
-ramp=1,2,4,6,8,12,16,20,24 step_seconds=4 p99_limit_ms=50
+ramp=1,2,4,8,12,16,24,32,40 step_seconds=4 p99_limit_ms=50
 while [ $# -gt 0 ]; do
   case "$1" in
     --workers) workers=$2; shift 2 ;;
