@@ -78,6 +78,18 @@ pub struct FanoutReport {
     pub connected: usize,
     pub connect_failures: usize,
     pub connect_per_sec: f64,
+    #[serde(flatten)]
+    pub deliveries: Deliveries,
+    pub bench_cpu_seconds: f64,
+    /// CPU time of the server processes from the start of sending to the end of the drain.
+    pub server_cpu_seconds: f64,
+    pub server_cpu_us_per_delivery: f64,
+}
+
+/// What was sent and delivered in a step, and how fast (in a report's JSON, its fields are the
+/// report's own).
+#[derive(Debug, Clone, Serialize)]
+pub struct Deliveries {
     pub sent: u64,
     pub expected: u64,
     pub delivered: u64,
@@ -92,10 +104,6 @@ pub struct FanoutReport {
     pub latency_ms_p999: f64,
     pub latency_ms_max: f64,
     pub send_seconds: f64,
-    pub bench_cpu_seconds: f64,
-    /// CPU time of the server processes from the start of sending to the end of the drain.
-    pub server_cpu_seconds: f64,
-    pub server_cpu_us_per_delivery: f64,
 }
 
 /// One step of a ramp (a plain fanout run is one step).
@@ -105,19 +113,8 @@ pub struct StepReport {
     pub rate_per_sender: f64,
     /// Senders still connected at the start of the step.
     pub senders: usize,
-    pub sent: u64,
-    pub expected: u64,
-    pub delivered: u64,
-    pub lost: u64,
-    pub duplicated: u64,
-    pub foreign: u64,
-    pub offered_per_sec: f64,
-    pub deliveries_per_sec: f64,
-    pub latency_ms_p50: f64,
-    pub latency_ms_p99: f64,
-    pub latency_ms_p999: f64,
-    pub latency_ms_max: f64,
-    pub send_seconds: f64,
+    #[serde(flatten)]
+    pub deliveries: Deliveries,
     /// From the start of sending until the last expected delivery or the end of the drain.
     pub step_seconds: f64,
     pub bench_cpu_seconds: f64,
@@ -254,19 +251,7 @@ pub async fn run(config: FanoutConfig) -> anyhow::Result<FanoutReport> {
         connected: config.clients - connected.failures,
         connect_failures: connected.failures,
         connect_per_sec: (config.clients - connected.failures) as f64 / connected.seconds.max(1e-9),
-        sent: step.sent,
-        expected: step.expected,
-        delivered: step.delivered,
-        lost: step.lost,
-        duplicated: step.duplicated,
-        foreign: step.foreign,
-        offered_per_sec: step.offered_per_sec,
-        deliveries_per_sec: step.deliveries_per_sec,
-        latency_ms_p50: step.latency_ms_p50,
-        latency_ms_p99: step.latency_ms_p99,
-        latency_ms_p999: step.latency_ms_p999,
-        latency_ms_max: step.latency_ms_max,
-        send_seconds: step.send_seconds,
+        deliveries: step.deliveries,
         bench_cpu_seconds: crate::cpu_seconds() - cpu_start,
         server_cpu_seconds: step.server_cpu_seconds,
         server_cpu_us_per_delivery: step.server_cpu_us_per_delivery,
@@ -314,9 +299,9 @@ pub async fn ramp(config: RampConfig) -> anyhow::Result<RampReport> {
         step_send_seconds: config.fanout.duration.as_secs_f64(),
         best_step: best.map(|s| s.step),
         best_rate_per_sender: best.map(|s| s.rate_per_sender),
-        best_offered_per_sec: best.map(|s| s.offered_per_sec),
-        best_deliveries_per_sec: best.map(|s| s.deliveries_per_sec),
-        best_latency_ms_p99: best.map(|s| s.latency_ms_p99),
+        best_offered_per_sec: best.map(|s| s.deliveries.offered_per_sec),
+        best_deliveries_per_sec: best.map(|s| s.deliveries.deliveries_per_sec),
+        best_latency_ms_p99: best.map(|s| s.deliveries.latency_ms_p99),
         stopped_because,
         steps,
         bench_cpu_seconds: crate::cpu_seconds() - cpu_start,
@@ -344,21 +329,27 @@ fn validate(config: &FanoutConfig) -> anyhow::Result<()> {
 /// Marks a step held or not: nothing lost, duplicated or foreign, the rate offered, and the
 /// p99 within the limit.
 fn judge(step: &mut StepReport, p99_limit_ms: f64) {
-    let asked = step.senders as f64 * step.rate_per_sender * step.send_seconds;
-    let verdict = if step.sent == 0 {
+    let asked = step.senders as f64 * step.rate_per_sender * step.deliveries.send_seconds;
+    let verdict = if step.deliveries.sent == 0 {
         "nothing was sent".to_owned()
-    } else if step.lost > 0 || step.duplicated > 0 || step.foreign > 0 {
+    } else if step.deliveries.lost > 0
+        || step.deliveries.duplicated > 0
+        || step.deliveries.foreign > 0
+    {
         format!(
             "{} lost, {} duplicated, {} foreign",
-            step.lost, step.duplicated, step.foreign
+            step.deliveries.lost, step.deliveries.duplicated, step.deliveries.foreign
         )
-    } else if (step.sent as f64) < OFFERED_SHARE_REQUIRED * asked {
+    } else if (step.deliveries.sent as f64) < OFFERED_SHARE_REQUIRED * asked {
         format!(
             "the generator sent {} of {asked:.0} asked (it fell behind)",
-            step.sent
+            step.deliveries.sent
         )
-    } else if step.latency_ms_p99 > p99_limit_ms {
-        format!("p99 {:.1} ms above {p99_limit_ms} ms", step.latency_ms_p99)
+    } else if step.deliveries.latency_ms_p99 > p99_limit_ms {
+        format!(
+            "p99 {:.1} ms above {p99_limit_ms} ms",
+            step.deliveries.latency_ms_p99
+        )
     } else {
         "held".to_owned()
     };
@@ -519,19 +510,21 @@ async fn run_step(
         step,
         rate_per_sender: rate,
         senders,
-        sent,
-        expected,
-        delivered: tally.delivered,
-        lost: expected.saturating_sub(tally.delivered),
-        duplicated: tally.duplicated,
-        foreign: tally.foreign,
-        offered_per_sec: expected as f64 / send_seconds,
-        deliveries_per_sec: tally.delivered as f64 / send_seconds,
-        latency_ms_p50: ms(0.50),
-        latency_ms_p99: ms(0.99),
-        latency_ms_p999: ms(0.999),
-        latency_ms_max: histogram.max() as f64 / 1000.0,
-        send_seconds,
+        deliveries: Deliveries {
+            sent,
+            expected,
+            delivered: tally.delivered,
+            lost: expected.saturating_sub(tally.delivered),
+            duplicated: tally.duplicated,
+            foreign: tally.foreign,
+            offered_per_sec: expected as f64 / send_seconds,
+            deliveries_per_sec: tally.delivered as f64 / send_seconds,
+            latency_ms_p50: ms(0.50),
+            latency_ms_p99: ms(0.99),
+            latency_ms_p999: ms(0.999),
+            latency_ms_max: histogram.max() as f64 / 1000.0,
+            send_seconds,
+        },
         step_seconds: ended
             .saturating_duration_since(shared.send_start)
             .as_secs_f64(),
@@ -721,19 +714,21 @@ mod tests {
             step: 0,
             rate_per_sender: 10.0,
             senders: 10,
-            sent,
-            expected: sent * 5,
-            delivered: sent * 5 - lost,
-            lost,
-            duplicated: 0,
-            foreign: 0,
-            offered_per_sec: 0.0,
-            deliveries_per_sec: 0.0,
-            latency_ms_p50: 1.0,
-            latency_ms_p99: p99,
-            latency_ms_p999: p99,
-            latency_ms_max: p99,
-            send_seconds: 2.0,
+            deliveries: Deliveries {
+                sent,
+                expected: sent * 5,
+                delivered: sent * 5 - lost,
+                lost,
+                duplicated: 0,
+                foreign: 0,
+                offered_per_sec: 0.0,
+                deliveries_per_sec: 0.0,
+                latency_ms_p50: 1.0,
+                latency_ms_p99: p99,
+                latency_ms_p999: p99,
+                latency_ms_max: p99,
+                send_seconds: 2.0,
+            },
             step_seconds: 2.0,
             bench_cpu_seconds: 0.0,
             generator_busy: 0.0,
