@@ -187,6 +187,47 @@ async fn one_senders_messages_arrive_in_order_on_another_worker() {
     }
 }
 
+/// The heartbeat runs in each websocket's writer task: a connection that receives messages
+/// without pause, and answers pings, must still be pinged and never be timed out.
+#[tokio::test]
+async fn a_busy_connection_keeps_its_heartbeat() {
+    let broker = MemoryBroker::default();
+    let settings = WorkerSettings {
+        ping_interval_ms: 100,
+        ping_timeout_ms: 100,
+        rate_burst: 100_000.0,
+        rate_per_sec: 100_000.0,
+        ..WorkerSettings::default()
+    };
+    let worker = start_worker(&broker, settings).await;
+    let sender = member(&worker, "busy", "sender").await;
+    let mut listener = member(&worker, "busy", "listener").await;
+    // About 1.5 s of traffic: 15 ping cycles, with messages queued for the listener throughout.
+    const BATCHES: usize = 30;
+    const PER_BATCH: usize = 50;
+    for batch in 0..BATCHES {
+        for i in 0..PER_BATCH {
+            sender
+                .emit(
+                    "say",
+                    &json!({ "text": format!("m{}", batch * PER_BATCH + i) }),
+                )
+                .expect("emit");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for n in 0..BATCHES * PER_BATCH {
+        let event = listener
+            .next_matching(WAIT, |e| is_message(e, "broadcast_say", None))
+            .await
+            .unwrap_or_else(|err| panic!("message {n} missing: {err}"));
+        assert_eq!(event.data["data"]["text"], format!("m{n}"));
+    }
+    // Both still connected after many ping cycles under load.
+    let ack = say(&mut listener, "still here").await;
+    assert_eq!(ack["ok"], true);
+}
+
 #[tokio::test]
 async fn bad_input_gets_clear_errors_and_the_worker_keeps_serving() {
     let broker = MemoryBroker::default();

@@ -363,6 +363,39 @@ async fn forward_to_socket<H: EngineIoHandler, S>(
     loop {
         tokio::select! {
             biased;
+            // The heartbeat first (PATCHED, see above), so that a busy writer still pings, and a
+            // pong that arrived is counted before its timeout is judged.
+            Some(()) = async { pongs.as_mut()?.recv().await }, if pongs.is_some() => {
+                // A pong before the first ping (some clients send one) is ignored.
+                if awaiting_pong {
+                    #[cfg(feature = "tracing")]
+                    tracing::trace!(sid = ?socket.id, "pong received");
+                    awaiting_pong = false;
+                    ping_due += ping_interval;
+                    heartbeat_timer.as_mut().reset(ping_due);
+                }
+            },
+            () = &mut heartbeat_timer, if pongs.is_some() => {
+                let alive = !awaiting_pong
+                    && socket
+                        .internal_tx
+                        .try_send(Box::new(smallvec![Packet::Ping]))
+                        .is_ok();
+                if alive {
+                    #[cfg(feature = "tracing")]
+                    tracing::trace!(sid = ?socket.id, "emitting ping");
+                    awaiting_pong = true;
+                    heartbeat_timer
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + ping_timeout);
+                } else {
+                    #[cfg(feature = "tracing")]
+                    tracing::debug!(sid = ?socket.id, "heartbeat timeout");
+                    pongs = None;
+                    // Queues a close packet and cancels the session, which ends this loop.
+                    socket.close(DisconnectReason::HeartbeatTimeout);
+                }
+            },
             items = buffered_rx.recv() => {
                 match items {
                     Some(packets) => {
@@ -387,37 +420,6 @@ async fn forward_to_socket<H: EngineIoHandler, S>(
                     for item in *packets {
                         map_fn!(item);
                     }
-                }
-            },
-            () = &mut heartbeat_timer, if pongs.is_some() => {
-                let alive = !awaiting_pong
-                    && socket
-                        .internal_tx
-                        .try_send(Box::new(smallvec![Packet::Ping]))
-                        .is_ok();
-                if alive {
-                    #[cfg(feature = "tracing")]
-                    tracing::trace!(sid = ?socket.id, "emitting ping");
-                    awaiting_pong = true;
-                    heartbeat_timer
-                        .as_mut()
-                        .reset(tokio::time::Instant::now() + ping_timeout);
-                } else {
-                    #[cfg(feature = "tracing")]
-                    tracing::debug!(sid = ?socket.id, "heartbeat timeout");
-                    pongs = None;
-                    // Queues a close packet and cancels the session, which ends this loop.
-                    socket.close(DisconnectReason::HeartbeatTimeout);
-                }
-            },
-            Some(()) = async { pongs.as_mut()?.recv().await }, if pongs.is_some() => {
-                // A pong before the first ping (some clients send one) is ignored.
-                if awaiting_pong {
-                    #[cfg(feature = "tracing")]
-                    tracing::trace!(sid = ?socket.id, "pong received");
-                    awaiting_pong = false;
-                    ping_due += ping_interval;
-                    heartbeat_timer.as_mut().reset(ping_due);
                 }
             },
         }
