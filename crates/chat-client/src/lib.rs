@@ -4,7 +4,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -43,6 +46,8 @@ pub struct Client {
     acks: PendingAcks,
     next_ack: u64,
     sid: String,
+    /// Engine.io pings answered since the handshake.
+    pings: Arc<AtomicU64>,
 }
 
 impl Client {
@@ -104,12 +109,20 @@ impl Client {
         });
         let reader_acks = Arc::clone(&acks);
         let pong = outgoing.clone();
+        let pings = Arc::new(AtomicU64::new(0));
+        let reader_pings = Arc::clone(&pings);
         tokio::spawn(async move {
             while let Some(Ok(message)) = stream.next().await {
                 let Message::Text(text) = message else {
                     continue;
                 };
-                if !dispatch(text.as_str(), &pong, &events_tx, &reader_acks) {
+                if !dispatch(
+                    text.as_str(),
+                    &pong,
+                    &reader_pings,
+                    &events_tx,
+                    &reader_acks,
+                ) {
                     return;
                 }
             }
@@ -120,11 +133,17 @@ impl Client {
             acks,
             next_ack: 0,
             sid,
+            pings,
         })
     }
 
     pub fn sid(&self) -> &str {
         &self.sid
+    }
+
+    /// How many engine.io pings this client has answered since its handshake.
+    pub fn pings_answered(&self) -> u64 {
+        self.pings.load(Ordering::Relaxed)
     }
 
     /// Sends an event without an ack.
@@ -222,11 +241,15 @@ impl Client {
 fn dispatch(
     text: &str,
     pong: &mpsc::UnboundedSender<Message>,
+    pings: &AtomicU64,
     events: &mpsc::UnboundedSender<Event>,
     acks: &PendingAcks,
 ) -> bool {
     match text.as_bytes().first() {
-        Some(b'2') => pong.send(Message::text("3")).is_ok(),
+        Some(b'2') => {
+            pings.fetch_add(1, Ordering::Relaxed);
+            pong.send(Message::text("3")).is_ok()
+        }
         Some(b'1') => false,
         Some(b'4') => {
             let packet = &text[1..];

@@ -30,10 +30,10 @@ pub fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<tokio::net::TcpLi
     tokio::net::TcpListener::from_std(listener)
 }
 
-/// Binds `addr` and listens with room for `backlog` connections waiting to be accepted (capped at
-/// `SOMAXCONN`, and by the kernel at `net.core.somaxconn`). The standard library's 128 is too few for a worker
-/// that restarts under thousands of clients: a SYN that finds the queue full is dropped and
-/// retried only after 1 s, 3 s, 7 s.
+/// Binds `addr` and listens with room for `backlog` connections waiting to be accepted (capped
+/// at `SOMAXCONN`, and by the kernel at `net.core.somaxconn`). The standard library's 128 is too
+/// few for a worker that restarts under thousands of clients: a SYN that finds the queue full is
+/// dropped and retried only after 1 s, 3 s, 7 s.
 pub fn bind_with_backlog(addr: SocketAddr, backlog: u32) -> std::io::Result<StdListener> {
     let listener = StdListener::bind(addr)?;
     // Listening again on a listening socket only changes its backlog (Linux).

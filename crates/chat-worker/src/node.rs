@@ -186,8 +186,8 @@ impl Node {
         tracing::debug!(sid = %socket.id, room = ?membership.room, "connected");
 
         // One fallback handler serves every event: socketioxide keeps a socket's handlers in a
-        // map of boxed closures per socket (about 1.3 KB for our eight events), the fallback is
-        // one box.
+        // map of boxed closures per socket (about 1 KB for our eight events, measured with
+        // massif), the fallback is one box.
         let node = Arc::clone(&self);
         socket.on_fallback(
             move |socket: SocketRef,

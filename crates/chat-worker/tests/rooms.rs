@@ -223,7 +223,12 @@ async fn a_busy_connection_keeps_its_heartbeat() {
             .unwrap_or_else(|err| panic!("message {n} missing: {err}"));
         assert_eq!(event.data["data"]["text"], format!("m{n}"));
     }
-    // Both still connected after many ping cycles under load.
+    // Pinged all along (about 15 cycles), and still connected.
+    let pings = listener.pings_answered();
+    assert!(
+        pings >= 8,
+        "only {pings} pings in about 15 ping intervals under load"
+    );
     let ack = say(&mut listener, "still here").await;
     assert_eq!(ack["ok"], true);
 }
