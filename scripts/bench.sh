@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 repo=$PWD
 
 workers=2 clients=1000 rooms=10 senders=100 rate=5 seconds=10 idle=4000
-ramp=1,2,4,8,12,16,24,32,40 step_seconds=4 p99_limit_ms=50
+ramp=1,2,4,8,10,12,16,24,32,40,48 step_seconds=4 p99_limit_ms=50
 while [ $# -gt 0 ]; do
   case "$1" in
     --workers) workers=$2; shift 2 ;;
@@ -175,6 +175,8 @@ metrics = [
     ("fanout", "latency_ms_p50", "p50 ms"),
     ("fanout", "latency_ms_p99", "p99 ms"),
     ("fanout", "server_cpu_us_per_delivery", "server CPU us/delivery"),
+    ("fanout", "server_user_us_per_delivery", "  of it user space"),
+    ("fanout", "server_system_us_per_delivery", "  of it kernel"),
     ("fanout", "bench_cpu_seconds", "generator CPU s"),
     ("idle", "server_rss_per_connection_bytes", "RSS bytes/connection"),
     ("ramp", "best_offered_per_sec", "ramp: best held /s"),
@@ -190,22 +192,25 @@ for scenario, key, label in metrics:
 through = [(s, by.get((s + "+nginx", "fanout"))) for s in ("product", "node")]
 if any(r for _, r in through):
     print("\nthe standard fanout through nginx (64 source addresses; server CPU includes nginx):")
-    print(f"  {'server':<10}{'delivered/s':>12}{'lost':>6}{'p50 ms':>8}{'p99 ms':>8}{'CPU us':>8}{'connect fails':>15}")
+    print(f"  {'server':<10}{'delivered/s':>12}{'lost':>6}{'p50 ms':>8}{'p99 ms':>8}{'CPU us':>8}{'user us':>8}"
+          f"{'connect fails':>15}")
     for server, r in through:
         if r:
             print(f"  {server:<10}{r['deliveries_per_sec']:>12.0f}{r['lost']:>6}{r['latency_ms_p50']:>8.1f}"
-                  f"{r['latency_ms_p99']:>8.1f}{r['server_cpu_us_per_delivery']:>8.2f}{r['connect_failures']:>15}")
+                  f"{r['latency_ms_p99']:>8.1f}{r['server_cpu_us_per_delivery']:>8.2f}"
+                  f"{r.get('server_user_us_per_delivery', 0):>8.2f}{r['connect_failures']:>15}")
 for server in ("product", "node", "floor"):
     ramp = by.get((server, "ramp"))
     if not ramp:
         continue
     print(f"\nramp, {server}: {ramp['stopped_because']}")
     print(f"  {'rate/sender':>11} {'offered/s':>10} {'delivered/s':>11} {'lost':>6} {'p50 ms':>8}"
-          f" {'p99 ms':>8} {'CPU us':>7} {'gen busy':>8}  verdict")
+          f" {'p99 ms':>8} {'CPU us':>7} {'user us':>7} {'gen busy':>8}  verdict")
     for s in ramp["steps"]:
         print(f"  {s['rate_per_sender']:>11g} {s['offered_per_sec']:>10.0f} {s['deliveries_per_sec']:>11.0f}"
               f" {s['lost']:>6} {s['latency_ms_p50']:>8.1f} {s['latency_ms_p99']:>8.1f}"
-              f" {s['server_cpu_us_per_delivery']:>7.2f} {s.get('generator_busy', 0):>8.2f}  {s['verdict']}")
+              f" {s['server_cpu_us_per_delivery']:>7.2f} {s.get('server_user_us_per_delivery', 0):>7.2f}"
+              f" {s.get('generator_busy', 0):>8.2f}  {s['verdict']}")
 print(f"\nresults: {sys.argv[1]}")
 PY
 

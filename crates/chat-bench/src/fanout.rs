@@ -81,9 +81,32 @@ pub struct FanoutReport {
     #[serde(flatten)]
     pub deliveries: Deliveries,
     pub bench_cpu_seconds: f64,
-    /// CPU time of the server processes from the start of sending to the end of the drain.
+    #[serde(flatten)]
+    pub server_cpu: ServerCpu,
+}
+
+/// CPU time of the server processes from the start of sending to the end of the drain, and per
+/// delivery, in all and split into user space and the kernel (in a report's JSON, its fields are
+/// the report's own). The split shows what a server's own code costs apart from the system calls
+/// every design pays per delivery.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ServerCpu {
     pub server_cpu_seconds: f64,
     pub server_cpu_us_per_delivery: f64,
+    pub server_user_us_per_delivery: f64,
+    pub server_system_us_per_delivery: f64,
+}
+
+impl ServerCpu {
+    fn new(used: crate::CpuTimes, delivered: u64) -> Self {
+        let per_delivery = |seconds: f64| seconds * 1e6 / delivered.max(1) as f64;
+        ServerCpu {
+            server_cpu_seconds: used.total(),
+            server_cpu_us_per_delivery: per_delivery(used.total()),
+            server_user_us_per_delivery: per_delivery(used.user),
+            server_system_us_per_delivery: per_delivery(used.system),
+        }
+    }
 }
 
 /// What was sent and delivered in a step, and how fast (in a report's JSON, its fields are the
@@ -121,8 +144,8 @@ pub struct StepReport {
     /// The generator's CPU time over the step's wall time: near 1.0, the generator (one
     /// thread) was saturated and latencies include its own queueing.
     pub generator_busy: f64,
-    pub server_cpu_seconds: f64,
-    pub server_cpu_us_per_delivery: f64,
+    #[serde(flatten)]
+    pub server_cpu: ServerCpu,
     pub held: bool,
     /// "held", or why not.
     pub verdict: String,
@@ -253,8 +276,7 @@ pub async fn run(config: FanoutConfig) -> anyhow::Result<FanoutReport> {
         connect_per_sec: (config.clients - connected.failures) as f64 / connected.seconds.max(1e-9),
         deliveries: step.deliveries,
         bench_cpu_seconds: crate::cpu_seconds() - cpu_start,
-        server_cpu_seconds: step.server_cpu_seconds,
-        server_cpu_us_per_delivery: step.server_cpu_us_per_delivery,
+        server_cpu: step.server_cpu,
     })
 }
 
@@ -444,7 +466,7 @@ async fn run_step(
 ) -> (Vec<Client>, StepReport) {
     let cpu_start = crate::cpu_seconds();
     let wall_start = Instant::now();
-    let server_cpu_start = crate::processes_cpu_seconds(&config.server_pids);
+    let server_cpu_start = crate::processes_cpu(&config.server_pids);
     let mut members = vec![0u64; config.rooms];
     for client in &clients {
         members[client.room] += 1;
@@ -496,7 +518,7 @@ async fn run_step(
         tally.duplicated += client_tally.duplicated;
         tally.foreign += client_tally.foreign;
     }
-    let server_cpu_seconds = crate::processes_cpu_seconds(&config.server_pids) - server_cpu_start;
+    let server_cpu = crate::processes_cpu(&config.server_pids).since(server_cpu_start);
     let histogram = shared
         .latency_us
         .lock()
@@ -530,8 +552,7 @@ async fn run_step(
             .as_secs_f64(),
         bench_cpu_seconds,
         generator_busy: bench_cpu_seconds / wall_start.elapsed().as_secs_f64().max(1e-9),
-        server_cpu_seconds,
-        server_cpu_us_per_delivery: server_cpu_seconds * 1e6 / tally.delivered.max(1) as f64,
+        server_cpu: ServerCpu::new(server_cpu, tally.delivered),
         held: false,
         verdict: String::new(),
     };
@@ -732,8 +753,7 @@ mod tests {
             step_seconds: 2.0,
             bench_cpu_seconds: 0.0,
             generator_busy: 0.0,
-            server_cpu_seconds: 0.0,
-            server_cpu_us_per_delivery: 0.0,
+            server_cpu: ServerCpu::new(crate::CpuTimes::default(), 0),
             held: false,
             verdict: String::new(),
         }

@@ -19,9 +19,31 @@ pub fn cpu_seconds() -> f64 {
     })
 }
 
-/// CPU time (user + system) the given processes have used so far, in seconds, from
-/// /proc/<pid>/stat; a process that is gone counts as zero.
-pub fn processes_cpu_seconds(pids: &[u32]) -> f64 {
+/// CPU time of a set of processes, split into user space and the kernel (system calls, and the
+/// network stack work they do: on loopback, a send also runs the receiver's side), in seconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CpuTimes {
+    pub user: f64,
+    pub system: f64,
+}
+
+impl CpuTimes {
+    pub fn total(self) -> f64 {
+        self.user + self.system
+    }
+
+    /// The time used since `earlier`, a reading of the same processes.
+    pub fn since(self, earlier: CpuTimes) -> CpuTimes {
+        CpuTimes {
+            user: self.user - earlier.user,
+            system: self.system - earlier.system,
+        }
+    }
+}
+
+/// CPU time the given processes have used so far, from /proc/<pid>/stat (all threads of each);
+/// a process that is gone counts as zero.
+pub fn processes_cpu(pids: &[u32]) -> CpuTimes {
     // SAFETY: sysconf has no preconditions; _SC_CLK_TCK is always defined on Linux.
     let ticks_per_second = unsafe { nix::libc::sysconf(nix::libc::_SC_CLK_TCK) }.max(1) as f64;
     pids.iter()
@@ -32,9 +54,15 @@ pub fn processes_cpu_seconds(pids: &[u32]) -> f64 {
             let fields: Vec<&str> = after_name.split_whitespace().collect();
             let utime: f64 = fields.get(11)?.parse().ok()?;
             let stime: f64 = fields.get(12)?.parse().ok()?;
-            Some((utime + stime) / ticks_per_second)
+            Some(CpuTimes {
+                user: utime / ticks_per_second,
+                system: stime / ticks_per_second,
+            })
         })
-        .sum()
+        .fold(CpuTimes::default(), |sum, one| CpuTimes {
+            user: sum.user + one.user,
+            system: sum.system + one.system,
+        })
 }
 
 /// `count` loopback source addresses that differ in the third octet (127.0.1.1, 127.0.2.1, ...),
@@ -108,4 +136,33 @@ fn shown(value: &serde_json::Value) -> String {
 pub fn bounded_seconds(seconds: f64, max: f64) -> std::time::Duration {
     let seconds = if seconds.is_nan() { 0.0 } else { seconds };
     std::time::Duration::from_secs_f64(seconds.clamp(0.0, max))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn process_cpu_is_split_into_user_and_system_time() {
+        let me = [std::process::id()];
+        let start = processes_cpu(&me);
+        // Spins in user space until the kernel has charged at least two clock ticks to it
+        // (bounded at 10 s of wall time).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut spin = 0u64;
+        while processes_cpu(&me).since(start).user < 0.02 && std::time::Instant::now() < deadline {
+            for i in 0..100_000u64 {
+                spin = std::hint::black_box(spin.wrapping_add(i));
+            }
+        }
+        let used = processes_cpu(&me).since(start);
+        assert!(used.user >= 0.02, "user time not seen: {used:?}");
+        assert!(used.system >= 0.0 && used.total() >= used.user, "{used:?}");
+    }
+
+    #[test]
+    fn a_process_that_is_gone_counts_as_zero() {
+        // Beyond the kernel's pid limit (at most 2^22), so never a live process.
+        assert_eq!(processes_cpu(&[u32::MAX]), CpuTimes::default());
+    }
 }

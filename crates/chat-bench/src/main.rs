@@ -23,6 +23,7 @@ const RAMP_COLUMNS: &[&str] = &[
     "latency_ms_max",
     "generator_busy",
     "server_cpu_us_per_delivery",
+    "server_user_us_per_delivery",
     "verdict",
 ];
 use clap::{Parser, Subcommand};
