@@ -39,13 +39,12 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.1; done; }
 
-base=$(free_port)
 if [ "$server" = product ]; then
   redis_port=$(free_port)
   redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --logfile /dev/null &
   started+=($!)
   redis_pid=$!
-  # Two consecutive free ports are not guaranteed; bench.sh's fixed base is used instead.
+  # Two workers need two consecutive ports: bench.sh's fixed base, as there.
   base=17001
   "$bin/chat-cluster" supervise --workers 2 --base-port "$base" --admin-port "$(free_port)" \
     --redis-url "redis://127.0.0.1:$redis_port" --rate-burst 1000 --rate-per-sec 1000 > /dev/null 2>&1 &
@@ -57,6 +56,7 @@ if [ "$server" = product ]; then
   profiled=${server_pids%%,*}
   load=(--target "127.0.0.1:$base,127.0.0.1:$((base + 1))")
 else
+  base=$(free_port)
   "$bin/chat-bench" floor --listen "127.0.0.1:$base" > /dev/null 2>&1 &
   started+=($!)
   wait_port "$base"

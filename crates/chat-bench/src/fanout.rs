@@ -88,7 +88,8 @@ pub struct FanoutReport {
 /// CPU time of the server processes from the start of sending to the end of the drain, and per
 /// delivery, in all and split into user space and the kernel (in a report's JSON, its fields are
 /// the report's own). The split shows what a server's own code costs apart from the system calls
-/// every design pays per delivery.
+/// every design pays per delivery; it follows where the clock tick found each process, so it is
+/// approximate (the totals are exact).
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct ServerCpu {
     pub server_cpu_seconds: f64,
