@@ -261,10 +261,14 @@ export async function startRedis({ persistent = false } = {}) {
       process.kill(child.pid, "SIGKILL");
       await exited;
     },
+    /** Channels with a subscriber, classic or sharded (rooms and users are sharded channels). */
     async channels() {
-      const reply = await redisCommand(port, "PUBSUB", "CHANNELS", "*");
-      const lines = reply.split("\r\n");
-      return lines.filter((_, i) => i > 0 && lines[i - 1].startsWith("$"));
+      const names = [];
+      for (const kind of ["CHANNELS", "SHARDCHANNELS"]) {
+        const lines = (await redisCommand(port, "PUBSUB", kind, "*")).split("\r\n");
+        names.push(...lines.filter((_, i) => i > 0 && lines[i - 1].startsWith("$")));
+      }
+      return names;
     },
   };
   await redis.restart();

@@ -12,7 +12,7 @@ use std::{
         Arc, Mutex, OnceLock,
         atomic::{AtomicU64, Ordering},
     },
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use chat_protocol::{
@@ -33,16 +33,13 @@ use socketioxide::{
 
 use crate::{
     auth::{AuthError, Authenticator, HandshakeAuth},
-    bus::Bus,
+    bus::{self, Bus},
     fanout::LocalFanout,
     hub::{Hub, Occupancy},
     people::{Identity, LoginSlot, People},
     rate::{RateLimit, TokenBucket},
     unix_millis,
 };
-
-/// Longest a first member's connection waits for its room's subscription.
-const PREPARE_WAIT: Duration = Duration::from_secs(1);
 
 /// What this worker knows of one socket, kept in the socket's extensions.
 #[derive(Debug)]
@@ -126,9 +123,9 @@ impl Node {
     /// present must be valid. The answer to a refusal is a `connect_error` carrying the reason,
     /// and no socket.
     ///
-    /// For a room with no local member yet, the connection completes only once the bus has
-    /// subscribed to the room (bounded by [`PREPARE_WAIT`]), so a client that is connected receives
-    /// everything published to its room afterwards, from any worker.
+    /// For a room with no local member yet, the connection completes only once Redis confirmed
+    /// the room's subscription (bounded by [`bus::SUBSCRIBE_WAIT`]), so a client that is
+    /// connected receives everything published to its room afterwards, from any worker.
     async fn admit(
         &self,
         socket: &SocketRef,
@@ -152,13 +149,9 @@ impl Node {
         let room = raw_room
             .map(|raw| RoomId::parse(&raw, &self.limits))
             .transpose()?;
-        if let Some(room) = &room
-            && let topic = Topic::Room(room.clone())
-            && !self.hub.is_occupied(&topic)
-            && let Some(subscribed) = self.bus.prepare(&topic)
-        {
-            // Timing out or a dropped sender both mean: proceed without the guarantee.
-            let _ = tokio::time::timeout(PREPARE_WAIT, subscribed).await;
+        if let Some(room) = &room {
+            bus::subscribe_before_first_socket(&self.hub, &*self.bus, &Topic::Room(room.clone()))
+                .await;
         }
         socket.extensions.insert(Arc::new(Membership {
             room,

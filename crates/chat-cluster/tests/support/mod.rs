@@ -113,26 +113,39 @@ impl Redis {
         self.guard = None;
     }
 
-    /// The channels with at least one subscriber (PUBSUB CHANNELS *).
+    /// The channels with at least one subscriber, classic or sharded (PUBSUB CHANNELS * and
+    /// PUBSUB SHARDCHANNELS *): rooms and users are sharded channels, backend channels classic.
     pub fn channels(&self) -> Vec<String> {
-        let reply = redis_command(self.port, &["PUBSUB", "CHANNELS", "*"]).unwrap_or_default();
-        // Bulk strings: "$<len>\r\n<name>\r\n"; take every line after a "$" line.
-        let lines: Vec<&str> = reply.split("\r\n").collect();
-        lines
-            .windows(2)
-            .filter(|pair| pair[0].starts_with('$'))
-            .map(|pair| pair[1].to_owned())
+        ["CHANNELS", "SHARDCHANNELS"]
+            .iter()
+            .flat_map(|kind| {
+                let reply = redis_command(self.port, &["PUBSUB", kind, "*"]).unwrap_or_default();
+                // Bulk strings: "$<len>\r\n<name>\r\n"; take every line after a "$" line.
+                let lines: Vec<String> = reply.split("\r\n").map(str::to_owned).collect();
+                lines
+                    .windows(2)
+                    .filter(|pair| pair[0].starts_with('$'))
+                    .map(|pair| pair[1].clone())
+                    .collect::<Vec<_>>()
+            })
             .collect()
     }
 
-    /// How many clients subscribe to `channel` (PUBSUB NUMSUB).
+    /// How many clients subscribe to `channel`, classic or sharded (PUBSUB NUMSUB and
+    /// PUBSUB SHARDNUMSUB).
     pub fn subscribers(&self, channel: &str) -> usize {
-        let reply = redis_command(self.port, &["PUBSUB", "NUMSUB", channel]).unwrap_or_default();
-        // "*2\r\n$<len>\r\n<channel>\r\n:<count>\r\n": the count is the integer line.
-        reply
-            .split("\r\n")
-            .find_map(|line| line.strip_prefix(':')?.parse().ok())
-            .unwrap_or(0)
+        ["NUMSUB", "SHARDNUMSUB"]
+            .iter()
+            .map(|kind| {
+                let reply =
+                    redis_command(self.port, &["PUBSUB", kind, channel]).unwrap_or_default();
+                // "*2\r\n$<len>\r\n<channel>\r\n:<count>\r\n": the count is the integer line.
+                reply
+                    .split("\r\n")
+                    .find_map(|line| line.strip_prefix(':')?.parse::<usize>().ok())
+                    .unwrap_or(0)
+            })
+            .sum()
     }
 }
 

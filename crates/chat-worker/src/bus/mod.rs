@@ -9,12 +9,64 @@
 pub mod memory;
 pub mod redis;
 
-use std::sync::Arc;
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use chat_protocol::{RoomId, bus::Topic};
 use tokio::sync::mpsc;
 
-use crate::{fanout::LocalFanout, people::sessions::Sessions};
+use crate::{fanout::LocalFanout, hub::Hub, people::sessions::Sessions};
+
+/// Longest a first local socket of a topic waits for the topic's subscription.
+pub const SUBSCRIBE_WAIT: Duration = Duration::from_secs(1);
+
+/// First sockets of a topic that went ahead without a confirmed subscription (Redis did not
+/// confirm within [`SUBSCRIBE_WAIT`]): they may miss what is published in the meantime.
+static UNCONFIRMED_SUBSCRIPTIONS: AtomicU64 = AtomicU64::new(0);
+/// When an unconfirmed subscription was last logged, to log at most one line per interval.
+static LAST_UNCONFIRMED_LOG: Mutex<Option<Instant>> = Mutex::new(None);
+const UNCONFIRMED_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Makes sure `topic`'s channel is subscribed before a first local socket relies on it: if the
+/// hub has no socket for it yet, waits (at most [`SUBSCRIBE_WAIT`]) until Redis confirmed the
+/// subscription, so the socket misses nothing published afterwards. If Redis does not confirm
+/// in time, the socket goes ahead anyway (local delivery does not need Redis); that is counted
+/// ([`unconfirmed_subscriptions`]) and logged at most once per 10 s.
+pub async fn subscribe_before_first_socket(hub: &Hub, bus: &dyn Bus, topic: &Topic) {
+    if hub.is_occupied(topic) {
+        return;
+    }
+    let Some(subscribed) = bus.prepare(topic) else {
+        return;
+    };
+    // A dropped sender (the SSUBSCRIBE failed) is the same as no confirmation.
+    if let Ok(Ok(())) = tokio::time::timeout(SUBSCRIBE_WAIT, subscribed).await {
+        return;
+    }
+    let unconfirmed = UNCONFIRMED_SUBSCRIPTIONS.fetch_add(1, Ordering::Relaxed) + 1;
+    tracing::debug!(%topic, "subscription not confirmed in time; the socket goes ahead");
+    let mut last = LAST_UNCONFIRMED_LOG
+        .lock()
+        .unwrap_or_else(|poison| poison.into_inner());
+    if last.is_none_or(|at| at.elapsed() >= UNCONFIRMED_LOG_INTERVAL) {
+        *last = Some(Instant::now());
+        tracing::warn!(
+            unconfirmed,
+            wait_ms = SUBSCRIBE_WAIT.as_millis() as u64,
+            "redis did not confirm a subscription in time: a first socket of a topic went ahead and may miss messages from other workers"
+        );
+    }
+}
+
+/// How many first sockets went ahead without a confirmed subscription since the worker started.
+pub fn unconfirmed_subscriptions() -> u64 {
+    UNCONFIRMED_SUBSCRIPTIONS.load(Ordering::Relaxed)
+}
 
 pub trait Bus: Send + Sync + 'static {
     /// Queues `frame` for the room's channel. Never waits; frames queued by one caller are
@@ -25,7 +77,8 @@ pub trait Bus: Send + Sync + 'static {
     fn occupancy_changed(&self, topic: &Topic);
 
     /// Asks for `topic`'s channel to be subscribed before a first local socket relies on it, so
-    /// that socket misses nothing published afterwards. The answer resolves once subscribed;
+    /// that socket misses nothing published afterwards. The answer resolves once Redis has
+    /// confirmed the subscription;
     /// `None` (or a dropped sender) means "do not wait": already subscribed, the bus subscribes
     /// synchronously, or Redis is away.
     fn prepare(&self, topic: &Topic) -> Option<tokio::sync::oneshot::Receiver<()>> {

@@ -1,9 +1,18 @@
-//! The Redis bus: PUBLISH on one connection, SUBSCRIBE on another, one channel per topic.
+//! The Redis bus: SPUBLISH on one connection, SSUBSCRIBE on another, one sharded channel per
+//! topic (room or logged-in user); the backend channels of the old designs (notification,
+//! moderation return, broadcast) stay classic SUBSCRIBE channels.
+//!
+//! Topic channels are sharded pub/sub (Redis >= 7) because fred resolves an `SSUBSCRIBE` only
+//! when Redis confirms it, whereas a classic `SUBSCRIBE` resolves once written: a socket that
+//! waits for its topic's subscription ([`Bus::prepare`]) then really misses nothing published
+//! after it connected. Sharded channels are also what a Redis Cluster needs (a classic PUBLISH
+//! is broadcast to every cluster node). fred can only match one confirmation to one
+//! `SSUBSCRIBE`, so each names one channel.
 //!
 //! Three tasks, each owning its connection's side:
 //! - the publisher drains the publish queue and sends what it finds as one pipeline per batch,
 //!   so frames leave in queue order and a burst costs one round trip;
-//! - the subscription keeper reconciles SUBSCRIBE state with the hub: after occupancy notices
+//! - the subscription keeper reconciles SSUBSCRIBE state with the hub: after occupancy notices
 //!   (batched), after every (re)connection (fred does not re-subscribe by itself), and on a
 //!   periodic sweep that repairs anything a failed command left behind;
 //! - the receiver hands each incoming frame to the local fan-out (rooms) or the sessions (users).
@@ -11,12 +20,12 @@
 //! The publishing connection also serves the inbox's commands ([`RedisBus::commands`]).
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use chat_protocol::{
@@ -34,8 +43,10 @@ use crate::{config::WorkerSettings, hub::Hub};
 
 /// Frames sent in one pipeline at most.
 const PUBLISH_BATCH: usize = 256;
-/// Channels named in one SUBSCRIBE or UNSUBSCRIBE at most.
-const SUBSCRIBE_BATCH: usize = 512;
+/// How long a topic subscribed ahead of its first socket ([`Bus::prepare`]) stays subscribed
+/// while the hub does not show it occupied yet: the socket enters the hub only after its
+/// handshake completes, and a sweep in between must not unsubscribe it.
+const PREPARED_GRACE: Duration = Duration::from_secs(10);
 /// How often the keeper re-checks every room, whatever happened.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 /// Reconnection backoff: from 100 ms, doubling, to 2 s, forever.
@@ -150,6 +161,7 @@ impl RedisBus {
                 .map(|(channel, _)| channel.clone())
                 .collect(),
             subscribed: HashSet::new(),
+            prepared: HashMap::new(),
         };
         tokio::spawn(keep_subscriptions(
             keeper,
@@ -235,7 +247,7 @@ async fn publish_loop(
         let pipeline = client.pipeline();
         for (channel, frame) in batch.drain(..) {
             // Queuing into a pipeline only buffers the command; it cannot fail here.
-            let _: Result<(), _> = pipeline.publish(channel, frame).await;
+            let _: Result<(), _> = pipeline.spublish(channel, frame).await;
         }
         match pipeline.all::<fred::types::Value>().await {
             Ok(_) if failing => {
@@ -296,27 +308,39 @@ struct SubscriptionKeeper {
     prefix: String,
     /// Channels subscribed for the worker's whole life (backend channels).
     fixed: Vec<String>,
-    /// Topics whose SUBSCRIBE succeeded on the current connection.
+    /// Topics whose SSUBSCRIBE Redis confirmed on the current connection.
     subscribed: HashSet<Topic>,
+    /// Topics subscribed ahead of a first socket that has not entered the hub yet, with when:
+    /// kept subscribed for [`PREPARED_GRACE`] even though the hub does not show them.
+    prepared: HashMap<Topic, Instant>,
 }
 
 impl SubscriptionKeeper {
-    /// Subscribes `topic` ahead of its first local socket and says when it is done. A failed
-    /// SUBSCRIBE drops `done`, which lets the connection proceed without waiting further.
+    /// Subscribes `topic` ahead of its first local socket and says when Redis confirmed it. A
+    /// failed SSUBSCRIBE drops `done`, which lets the connection proceed without waiting further.
     async fn prepare(&mut self, topic: Topic, done: oneshot::Sender<()>) {
         if !self.subscribed.contains(&topic) {
-            if !self.client.is_connected() {
-                return;
-            }
-            let channel = topic.channel(&self.prefix);
-            if let Err(err) = self.client.subscribe(channel).await {
-                tracing::debug!(cause = %err, %topic, "early subscribe failed");
+            if !self.client.is_connected() || !self.subscribe(&topic).await {
                 return;
             }
             tracing::debug!(%topic, "subscribed ahead of a first socket");
-            self.subscribed.insert(topic);
         }
+        self.prepared.insert(topic, Instant::now());
         let _ = done.send(());
+    }
+
+    /// SSUBSCRIBEs `topic`'s channel; true once Redis confirmed it.
+    async fn subscribe(&mut self, topic: &Topic) -> bool {
+        match self.client.ssubscribe(topic.channel(&self.prefix)).await {
+            Ok(()) => {
+                self.subscribed.insert(topic.clone());
+                true
+            }
+            Err(err) => {
+                tracing::warn!(cause = %err, %topic, "redis subscribe failed; retrying on the next sweep");
+                false
+            }
+        }
     }
 
     async fn subscribe_fixed(&self) {
@@ -331,7 +355,17 @@ impl SubscriptionKeeper {
     async fn reconcile_all(&mut self) {
         let mut topics: HashSet<Topic> = self.hub.occupied_topics().into_iter().collect();
         topics.extend(self.subscribed.iter().cloned());
+        topics.extend(self.prepared.keys().cloned());
         self.reconcile(topics).await;
+    }
+
+    /// Whether `topic` should be subscribed: the hub has it, or a first socket is on its way.
+    fn wanted(&self, topic: &Topic) -> bool {
+        self.hub.is_occupied(topic)
+            || self
+                .prepared
+                .get(topic)
+                .is_some_and(|since| since.elapsed() < PREPARED_GRACE)
     }
 
     /// Brings the subscription of each of `topics` in line with the hub.
@@ -340,43 +374,32 @@ impl SubscriptionKeeper {
             // The next (re)connection reconciles everything.
             return;
         }
+        self.prepared
+            .retain(|_, since| since.elapsed() < PREPARED_GRACE);
         let (to_subscribe, to_unsubscribe): (Vec<Topic>, Vec<Topic>) = topics
             .into_iter()
-            .filter(|topic| self.hub.is_occupied(topic) != self.subscribed.contains(topic))
-            .partition(|topic| self.hub.is_occupied(topic));
-        for chunk in to_subscribe.chunks(SUBSCRIBE_BATCH) {
-            let channels = self.channels(chunk);
-            match self.client.subscribe(channels).await {
+            .filter(|topic| self.wanted(topic) != self.subscribed.contains(topic))
+            .partition(|topic| self.wanted(topic));
+        let mut subscribed = 0;
+        for topic in &to_subscribe {
+            subscribed += usize::from(self.subscribe(topic).await);
+        }
+        if subscribed > 0 {
+            tracing::debug!(topics = subscribed, "subscribed");
+        }
+        // SUNSUBSCRIBE is answered out of band (fred resolves it once written); one channel
+        // per command keeps every command within one hash slot on a Redis Cluster.
+        for topic in to_unsubscribe {
+            match self.client.sunsubscribe(topic.channel(&self.prefix)).await {
                 Ok(()) => {
-                    tracing::debug!(topics = chunk.len(), "subscribed");
-                    self.subscribed.extend(chunk.iter().cloned());
+                    tracing::debug!(%topic, "unsubscribed");
+                    self.subscribed.remove(&topic);
                 }
                 Err(err) => {
-                    tracing::warn!(cause = %err, topics = chunk.len(), "redis subscribe failed; retrying on the next sweep")
+                    tracing::warn!(cause = %err, %topic, "redis unsubscribe failed; retrying on the next sweep")
                 }
             }
         }
-        for chunk in to_unsubscribe.chunks(SUBSCRIBE_BATCH) {
-            let channels = self.channels(chunk);
-            match self.client.unsubscribe(channels).await {
-                Ok(()) => {
-                    tracing::debug!(topics = chunk.len(), "unsubscribed");
-                    for topic in chunk {
-                        self.subscribed.remove(topic);
-                    }
-                }
-                Err(err) => {
-                    tracing::warn!(cause = %err, topics = chunk.len(), "redis unsubscribe failed; retrying on the next sweep")
-                }
-            }
-        }
-    }
-
-    fn channels(&self, topics: &[Topic]) -> Vec<String> {
-        topics
-            .iter()
-            .map(|topic| topic.channel(&self.prefix))
-            .collect()
     }
 }
 

@@ -15,12 +15,9 @@ pub mod mailman;
 pub mod moderation;
 pub mod sessions;
 
-use std::{
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::Duration,
+use std::sync::{
+    Arc, Mutex,
+    atomic::{AtomicU64, Ordering},
 };
 
 use chat_protocol::{
@@ -40,15 +37,12 @@ use self::{
     sessions::Sessions,
 };
 use crate::{
-    bus::Bus,
+    bus::{self, Bus},
     config::PeopleSettings,
     hub::{Hub, Occupancy},
     push::unread::Unread,
     unix_millis,
 };
-
-/// Longest a login waits for its user channel's subscription.
-const PREPARE_WAIT: Duration = Duration::from_secs(1);
 
 /// Who a socket is, once logged in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,11 +187,7 @@ impl People {
         }
 
         let topic = Topic::User(identity.user.clone());
-        if !self.hub.is_occupied(&topic)
-            && let Some(subscribed) = self.bus.prepare(&topic)
-        {
-            let _ = tokio::time::timeout(PREPARE_WAIT, subscribed).await;
-        }
+        bus::subscribe_before_first_socket(&self.hub, &*self.bus, &topic).await;
         let mailbox = self
             .sessions
             .add(&identity.user, identity.device.clone(), socket.clone());

@@ -96,7 +96,7 @@ impl Pusher {
         for user in push.users {
             // Queuing into a pipeline only buffers the command.
             let _: Result<(), _> = pipeline
-                .publish(UserKeys::new(&self.prefix, user).channel, frame.as_str())
+                .spublish(UserKeys::new(&self.prefix, user).channel, frame.as_str())
                 .await;
         }
         let reached: Vec<u64> = pipeline.all().await?;

@@ -15,7 +15,7 @@ local generation = redis.call('HINCRBY', KEYS[1], 'generation', 1)
 redis.call('HSET', KEYS[1], 'device', ARGV[1])
 redis.call('XTRIM', KEYS[2], 'MINID', ARGV[2])
 local waiting = redis.call('XLEN', KEYS[2])
-redis.call('PUBLISH', ARGV[3], '{"kind":"login","generation":' .. generation .. ',"device":"' .. ARGV[1] .. '"}')
+redis.call('SPUBLISH', ARGV[3], '{"kind":"login","generation":' .. generation .. ',"device":"' .. ARGV[1] .. '"}')
 if ARGV[4] ~= '' then
   redis.call('PUBLISH', ARGV[4], ARGV[5])
 end

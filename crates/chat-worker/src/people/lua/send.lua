@@ -30,7 +30,7 @@ if KEYS[2] ~= '' then
   redis.call('SET', KEYS[2], id, 'PX', ARGV[8])
 end
 local message = '{"id":"' .. id .. '",' .. ARGV[4]
-local online = redis.call('PUBLISH', ARGV[5], '{"kind":"chat","id":"' .. id .. '","message":' .. message .. '}')
+local online = redis.call('SPUBLISH', ARGV[5], '{"kind":"chat","id":"' .. id .. '","message":' .. message .. '}')
 if online == 0 and ARGV[6] ~= '' then
   redis.call('PUBLISH', ARGV[6], message)
 end

@@ -16,7 +16,7 @@ for i, key in ipairs(KEYS) do
   redis.call('PEXPIRE', key, ARGV[2])
   local payload = '{"id":"' .. id .. '",' .. ARGV[3]
   local frame = '{"kind":"push","event":"' .. ARGV[4] .. '","id":"' .. id .. '","removeOnAck":' .. ARGV[5] .. ',"payload":' .. payload .. '}'
-  if redis.call('PUBLISH', ARGV[5 + i], frame) > 0 then
+  if redis.call('SPUBLISH', ARGV[5 + i], frame) > 0 then
     online = online + 1
   end
 end
