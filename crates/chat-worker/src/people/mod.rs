@@ -56,8 +56,12 @@ pub struct Identity {
 pub enum LoginState {
     #[default]
     Out,
-    /// The login is being recorded; the session is registered already.
+    /// The login waits for its user channel's subscription; nothing is registered or recorded
+    /// yet, so a socket that ends now abandons it without effect.
     Pending(Arc<Identity>),
+    /// The login script is issued: the login is made (hooks, kick-out), the session is
+    /// registered, the answer is on its way.
+    Committing(Arc<Identity>),
     In(Arc<Identity>),
 }
 
@@ -159,6 +163,12 @@ impl People {
     /// `login {userId, deviceId}`: binds the socket to the user (once; the handshake's
     /// `authenticated` identity if any), logs older sessions out per the device policy, and
     /// answers with the waiting counts.
+    ///
+    /// A login either completes or is abandoned, never half of each. Its effects (the login
+    /// hook, the kick-out of older sessions, the generation) are all in one script; if the
+    /// socket closes before that script is issued, the login is abandoned with none of them.
+    /// Once it is issued the login counts as made, and the socket's end — even during the
+    /// script — publishes exactly one logout hook, after the login's on the same connection.
     pub async fn login(
         &self,
         socket: &SocketRef,
@@ -188,6 +198,17 @@ impl People {
 
         let topic = Topic::User(identity.user.clone());
         bus::subscribe_before_first_socket(&self.hub, &*self.bus, &topic).await;
+        // The commit point: past here the login script is issued. The socket's disconnect
+        // handler has taken the slot if the socket closed during the wait above.
+        {
+            let mut state = slot.lock();
+            if !matches!(*state, LoginState::Pending(_)) || !socket.connected() {
+                *state = LoginState::Out;
+                tracing::debug!(user = %identity.user, "login abandoned: the socket closed before it was recorded");
+                return Err(closed_during_login());
+            }
+            *state = LoginState::Committing(Arc::clone(&identity));
+        }
         let mailbox = self
             .sessions
             .add(&identity.user, identity.device.clone(), socket.clone());
@@ -201,20 +222,19 @@ impl People {
             Err(err) => {
                 tracing::warn!(user = %identity.user, cause = %err, "login not recorded");
                 self.forget(&identity.user, socket);
-                *slot.lock() = LoginState::Out;
+                let mut state = slot.lock();
+                if matches!(*state, LoginState::Committing(_)) {
+                    *state = LoginState::Out;
+                }
                 return Err(unavailable(&err));
             }
         };
         {
             let mut state = slot.lock();
-            // The socket may have gone while the login was recorded; its disconnect handler
-            // forgot the session then.
-            if !matches!(*state, LoginState::Pending(_)) || !socket.connected() {
-                self.forget(&identity.user, socket);
-                return Err(ProtocolError::new(
-                    ErrorCode::NotLoggedIn,
-                    "the socket closed during login",
-                ));
+            // The socket closed while the script ran: its disconnect handler forgot the
+            // session and published the logout hook; the login was made and is over.
+            if !matches!(*state, LoginState::Committing(_)) || !socket.connected() {
+                return Err(closed_during_login());
             }
             *state = LoginState::In(Arc::clone(&identity));
         }
@@ -330,16 +350,14 @@ impl People {
             .map_err(|err| unavailable(&err))
     }
 
-    /// The socket closed: forgets its session and tells the login hook.
+    /// The socket closed: forgets its session and, if its login was made (its script issued),
+    /// tells the logout hook.
     pub async fn end(&self, socket: &SocketRef, slot: &LoginSlot) {
         let state = std::mem::take(&mut *slot.lock());
         let identity = match state {
-            LoginState::Out => return,
-            LoginState::Pending(identity) => {
-                self.forget(&identity.user, socket);
-                return;
-            }
-            LoginState::In(identity) => identity,
+            // Not made yet: the login sees the slot emptied and abandons itself.
+            LoginState::Out | LoginState::Pending(_) => return,
+            LoginState::Committing(identity) | LoginState::In(identity) => identity,
         };
         self.forget(&identity.user, socket);
         if let (Some(inbox), Some((channel, message))) = (
@@ -493,6 +511,10 @@ impl People {
     fn unread(&self) -> Result<&Unread, ProtocolError> {
         self.unread.as_ref().ok_or_else(without_redis)
     }
+}
+
+fn closed_during_login() -> ProtocolError {
+    ProtocolError::new(ErrorCode::NotLoggedIn, "the socket closed during login")
 }
 
 fn without_redis() -> ProtocolError {
