@@ -2,7 +2,8 @@
 # The one test command: installs what is missing, builds, runs every test.
 #   1. Rust: unit tests, workers in process, real processes against a real redis-server
 #   2. JavaScript: the official socket.io client against real workers, Redis and nginx, and
-#      the chat page in headless Chromium
+#      the chat page in headless Chromium; the Python socket.io client (python-socketio, in
+#      tests/.venv from the pins of tests/requirements.txt) driven from the same tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,4 +20,5 @@ cargo test --locked --workspace
 
 section "javascript end-to-end tests"
 (cd tests && npm ci --no-audit --no-fund --loglevel=error)
+bash scripts/python-env.sh
 (cd tests && CHAT_BIN="$PWD/../target/debug/chat-cluster" npm test)

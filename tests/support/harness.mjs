@@ -41,6 +41,12 @@ function track(child, name) {
  * never reached its own disconnects cannot keep the test process alive. */
 const openClients = new Set();
 
+/** Starts a helper process of a test (a Python client, ...), killed by `cleanup()` like every
+ * process the harness starts; its stderr tail shows in failure reports. */
+export function spawnTracked(command, args, name, options = {}) {
+  return track(spawn(command, args, { stdio: ["pipe", "pipe", "pipe"], ...options }), name);
+}
+
 /** Registers something with a `close()` (or `disconnect()`) for `cleanup()`. */
 export function trackClient(client) {
   openClients.add(client);

@@ -475,7 +475,12 @@ where
     #[cfg_attr(feature = "tracing", tracing::instrument(skip(self)))]
     pub fn close(&self, reason: DisconnectReason) {
         // Try to send a close packet is the connection is still operational.
-        self.send(Packet::Close).ok();
+        // PATCHED (chat cluster, vendor/README.md): not when the server is shutting down. Like
+        // node's engine.io, the connection is then closed without an engine.io CLOSE packet,
+        // which python-engineio takes for a deliberate disconnect and never reconnects after.
+        if reason != DisconnectReason::ClosingServer {
+            self.send(Packet::Close).ok();
+        }
 
         (self.close_fn)(self.id, reason);
     }
