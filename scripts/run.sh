@@ -26,6 +26,8 @@ supervisor, and nginx in front. Open the printed URL; Ctrl-C stops what this scr
   --admin-port P      supervisor status port, http://127.0.0.1:P/status (default 9100)
   --http-port P       nginx port, where browsers connect (default 8080)
   --no-build          use the existing target/release/chat-cluster, do not run cargo
+  --bin PATH          run this chat-cluster binary instead (implies --no-build)
+  --run-dir DIR       runtime files (logs, pid files, nginx.conf, lock) here (default: run/)
   -h, --help          this text
 
 Flags after `--` go to `chat-cluster supervise` as they are (see `chat-cluster supervise --help`),
@@ -45,10 +47,12 @@ base_port=${CHAT_BASE_PORT:-6001}
 admin_port=${CHAT_ADMIN_PORT:-9100}
 http_port=8080
 build=1
+bin=
+run_dir=$repo/run
 extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
-    --redis-url|--workers|--base-port|--admin-port|--http-port)
+    --redis-url|--workers|--base-port|--admin-port|--http-port|--bin|--run-dir)
       if [ $# -lt 2 ] || [ -z "$2" ]; then usage >&2; die "$1 needs a value"; fi
       case "$1" in
         --redis-url) redis_url=$2 ;;
@@ -56,6 +60,8 @@ while [ $# -gt 0 ]; do
         --base-port) base_port=$2 ;;
         --admin-port) admin_port=$2 ;;
         --http-port) http_port=$2 ;;
+        --bin) bin=$2 build=0 ;;
+        --run-dir) run_dir=$2 ;;
       esac
       shift 2 ;;
     --redis-url=*) redis_url=${1#*=}; shift ;;
@@ -86,7 +92,7 @@ nginx_bin=$(command -v nginx || true)
 [ -n "$nginx_bin" ] || [ ! -x /usr/sbin/nginx ] || nginx_bin=/usr/sbin/nginx
 [ -n "$nginx_bin" ] || die "nginx is not installed (scripts/install-deps.sh should have installed it)"
 
-bin=$repo/target/release/chat-cluster
+[ -n "$bin" ] || bin=$repo/target/release/chat-cluster
 if [ "$build" = 1 ]; then
   if ! command -v cargo >/dev/null 2>&1; then
     [ -x "$HOME/.cargo/bin/cargo" ] && PATH=$HOME/.cargo/bin:$PATH
@@ -100,12 +106,12 @@ fi
 [ -x "$bin" ] || die "$bin does not exist: run without --no-build"
 
 # --- runtime directory, single instance -------------------------------------------------------
-run_dir=$repo/run
 mkdir -p "$run_dir/nginx"
+run_dir=$(cd "$run_dir" && pwd)
 # nginx's worker processes drop root privileges and still need to reach their temp directories.
 chmod 755 "$run_dir" "$run_dir/nginx"
 exec 9>"$run_dir/run.lock"
-flock -n 9 || die "another scripts/run.sh is running from this checkout (lock: run/run.lock)"
+flock -n 9 || die "another scripts/run.sh is running with this runtime directory (lock: $run_dir/run.lock)"
 
 # --- starting and stopping ----------------------------------------------------------------------
 # No job control: a background child is then never a process-group leader, so `setsid` makes it a
@@ -123,6 +129,9 @@ started() { names+=("$1"); pids+=("$2"); waits+=("$3"); echo "$2" >"$run_dir/$1.
 stop_all() {
   local status=$?
   trap - EXIT
+  # Our output may be a pipe whose reader is gone (`run.sh | tee log`, then Ctrl-C, which kills
+  # tee too): a write must then fail quietly, not kill this script halfway through stopping.
+  trap '' PIPE
   # Keep going whatever fails here (a `sleep` killed by a second Ctrl-C returns non-zero).
   set +e
   # A second Ctrl-C while stopping hurries the stop along instead of leaving children behind: the
@@ -223,7 +232,7 @@ else
   for _ in $(seq 1 50); do redis_pong "$redis_port" && break; alive_or_die redis "${pids[-1]}" "$redis_log"; sleep 0.1; done
   redis_pong "$redis_port" || die "Redis did not answer on port $redis_port within 5 s; see $redis_log"
   redis_url=redis://127.0.0.1:$redis_port
-  say "started a private Redis on 127.0.0.1:$redis_port (log: run/redis.log)"
+  say "started a private Redis on 127.0.0.1:$redis_port (log: $redis_log)"
 fi
 export CHAT_REDIS_URL=$redis_url
 
@@ -259,7 +268,7 @@ if [ -t 1 ]; then
   # The console redraws the terminal every second, which would wipe log lines: they go to a file.
   : >"$supervisor_log"
   setsid "${supervise[@]}" </dev/null 2>"$supervisor_log" &
-  supervisor_stderr="run/supervisor.log"
+  supervisor_stderr=$supervisor_log
 else
   # Not a terminal: the console prints JSON lines on stdout; logs stay on stderr.
   setsid "${supervise[@]}" </dev/null &
@@ -286,7 +295,7 @@ for _ in $(seq 1 150); do
   if http_ok "$http_port" /monitor && http_ok "$admin_port" /status; then ready=1; break; fi
   sleep 0.2
 done
-[ "$ready" = 1 ] || die "the cluster did not answer through nginx within 30 s; see the supervisor's log ($supervisor_stderr) and run/nginx/error.log"
+[ "$ready" = 1 ] || die "the cluster did not answer through nginx within 30 s; see the supervisor's log ($supervisor_stderr) and $nginx_dir/error.log"
 
 cat >&2 <<EOF
 
@@ -294,7 +303,7 @@ cat >&2 <<EOF
   status:  $status_url
   push:    curl -H "Authorization: Bearer \$(cat ${CHAT_API_KEY_FILE:-<your key file>})" -H 'content-type: application/json' \\
              -d '{"category":"announcement","data":{"text":"hello"}}' http://127.0.0.1:$http_port/api/broadcast
-  logs:    supervisor and workers: $supervisor_stderr; nginx: run/nginx/error.log
+  logs:    supervisor and workers: $supervisor_stderr; nginx: $nginx_dir/error.log
   Ctrl-C stops nginx, the cluster and any Redis this script started.
 
 EOF
