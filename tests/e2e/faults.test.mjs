@@ -2,7 +2,7 @@
 
 import { after, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { alive, cleanup, member, said, startCluster, startRedis, until, untilCrosses, within } from "../support/harness.mjs";
+import { alive, cleanup, member, said, startCluster, startRedis, until, untilCrosses, within, redisNames } from "../support/harness.mjs";
 
 describe("faults", () => {
   after(cleanup);
@@ -56,7 +56,7 @@ describe("faults", () => {
     const ann = await member(cluster.url(0), "outage", "ann");
     const amy = await member(cluster.url(0), "outage", "amy");
     const bob = await member(cluster.url(1), "outage", "bob");
-    await until("subscriptions", async () => (await redis.channels()).includes("chat:room:outage"));
+    await until("subscriptions", async () => (await redis.channels()).includes(redisNames.room("outage")));
 
     await redis.stop();
     await until("worker 0 to report degraded", async () => (await fetch(`${cluster.url(0)}/ready`)).status === 503);

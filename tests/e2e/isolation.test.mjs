@@ -3,7 +3,7 @@
 
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { cleanup, member, startCluster, startRedis, until } from "../support/harness.mjs";
+import { cleanup, member, startCluster, startRedis, until, redisNames } from "../support/harness.mjs";
 
 /** A small deterministic generator (mulberry32), so a failure can be replayed with its seed. */
 function random(seed) {
@@ -45,7 +45,7 @@ describe("room isolation", () => {
     const rooms = new Set(clients.map((c) => c.room));
     await until("every room's channel to be subscribed", async () => {
       const channels = await redis.channels();
-      return [...rooms].every((room) => channels.includes(`chat:room:${room}`));
+      return [...rooms].every((room) => channels.includes(redisNames.room(room)));
     });
     // Let joins settle so that every expected message is sent after every member connected.
     for (const { client } of clients) client.received.length = 0;

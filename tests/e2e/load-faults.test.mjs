@@ -3,7 +3,7 @@
 
 import { after, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { cleanup, member, redisCommand, said, sleep, startCluster, startNginx, startRedis, until, untilCrosses } from "../support/harness.mjs";
+import { cleanup, member, redisCommand, said, sleep, startCluster, startNginx, startRedis, until, untilCrosses, redisNames } from "../support/harness.mjs";
 import { person } from "../support/people.mjs";
 
 const ROOMS = ["north", "south", "east"];
@@ -126,14 +126,14 @@ describe("faults under load", () => {
     await traffic.stop();
 
     const channels = await redis.channels();
-    for (const room of [...ROOMS, "local"]) assert.ok(channels.includes(`chat:room:${room}`), `${room} resubscribed: ${channels}`);
-    assert.ok(channels.includes("chat:user:bob"), "bob's channel resubscribed");
+    for (const room of [...ROOMS, "local"]) assert.ok(channels.includes(redisNames.room(room)), `${room} resubscribed: ${channels}`);
+    assert.ok(channels.includes(redisNames.user("bob")), "bob's channel resubscribed");
     // Every direct message was either stored (acked) or refused: none vanished. (fred holds
     // commands up to 2 s while Redis is away, so a short outage delays sends more than it fails
     // them.)
     assert.equal(traffic.stored.length + traffic.unavailable, traffic.dms);
     // Bob held his acks, so every stored message is still in Redis after the restart...
-    const waiting = Number((await redisCommand(redis.port, "XLEN", "chat:inbox:bob")).slice(1));
+    const waiting = Number((await redisCommand(redis.port, "XLEN", redisNames.inbox("bob"))).slice(1));
     // At least: a send whose script ran just as Redis stopped may be stored without an ack.
     assert.ok(waiting >= traffic.stored.length, `the inbox survived the restart: ${waiting} < ${traffic.stored.length}`);
     // ...and comes to him (again) at his next login.

@@ -2,7 +2,7 @@
 
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { cleanup, member, said, startCluster, startNginx, startRedis, until } from "../support/harness.mjs";
+import { cleanup, member, said, startCluster, startNginx, startRedis, until, redisNames } from "../support/harness.mjs";
 
 describe("behind nginx", () => {
   let cluster;
@@ -35,7 +35,7 @@ describe("behind nginx", () => {
     const one = await member(cluster.url(0), "mixed", "one");
     const two = await member(cluster.url(1), "mixed", "two");
     await until("every worker to subscribe", async () => (await cluster.status()).workers.every((w) => w.rooms >= 1));
-    await until("the room channel", async () => (await redis.channels()).includes("chat:room:mixed"));
+    await until("the room channel", async () => (await redis.channels()).includes(redisNames.room("mixed")));
 
     await poller.ack("say", { text: "over long-polling" });
     await one.next("the poller's message on worker 1", said("over long-polling"));

@@ -3,7 +3,7 @@
 
 import { after, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { cleanup, redisCommand, startCluster, startRedis, until } from "../support/harness.mjs";
+import { cleanup, redisCommand, startCluster, startRedis, until, redisNames } from "../support/harness.mjs";
 import { person, subscribe } from "../support/people.mjs";
 
 const disconnectAll = (...clients) => clients.forEach((c) => c.disconnect());
@@ -31,7 +31,7 @@ describe("people", () => {
       assert.equal(answer.ok, true, JSON.stringify(answer));
       ids.push(answer.id);
     }
-    assert.equal(await redisInt(redis.port, "XLEN", "chat:inbox:bob"), texts.length, "stored before bob exists anywhere");
+    assert.equal(await redisInt(redis.port, "XLEN", redisNames.inbox("bob")), texts.length, "stored before bob exists anywhere");
     await hooks.until("offline and history hooks", () => hooks.messages.chat_message_channel.length === texts.length && hooks.messages.chat_message_history_channel.length === texts.length);
     assert.deepEqual(hooks.messages.chat_message_channel.map((m) => m.text), texts);
 
@@ -45,7 +45,7 @@ describe("people", () => {
       assert.equal(typeof m.ts, "number");
     }
     assert.ok(bob.batches >= 1, "waiting messages come in batches (arrays)");
-    await until("acked messages to leave the inbox", async () => (await redisInt(redis.port, "XLEN", "chat:inbox:bob")) === 0);
+    await until("acked messages to leave the inbox", async () => (await redisInt(redis.port, "XLEN", redisNames.inbox("bob"))) === 0);
     await hooks.until("login hooks", () => hooks.messages.login_message_channel.some((h) => h.event === "login" && h.userId === "bob" && h.deviceId === "laptop"));
     bob.disconnect();
 
@@ -78,7 +78,7 @@ describe("people", () => {
     // A retry with the same clientMsgId is answered with the first id and stores nothing.
     const retry = await ann.dm("bob", "live hello", { clientMsgId: "c-1" });
     assert.deepEqual(retry, { ok: true, id: answer.id, duplicate: true });
-    await until("bob's ack to empty his inbox", async () => (await redisInt(redis.port, "XLEN", "chat:inbox:bob")) === 0);
+    await until("bob's ack to empty his inbox", async () => (await redisInt(redis.port, "XLEN", redisNames.inbox("bob"))) === 0);
     assert.equal(hooks.messages.chat_message_channel.length, 0, "no offline push for an online user");
     assert.equal(bob.messages.length, 1);
 
@@ -119,7 +119,7 @@ describe("people", () => {
       assert.equal(answer.ok, false, `${event} ${JSON.stringify(payload)}`);
       assert.equal(answer.error.code, code, `${event} ${JSON.stringify(payload)}: ${JSON.stringify(answer)}`);
     }
-    assert.equal(await redisInt(redis.port, "EXISTS", "chat:inbox:bob"), 0, "no refused message was stored");
+    assert.equal(await redisInt(redis.port, "EXISTS", redisNames.inbox("bob")), 0, "no refused message was stored");
     assert.equal((await ann.dm("bob", "still fine")).ok, true);
     disconnectAll(stranger, ann);
     await cluster.stop();
@@ -177,11 +177,11 @@ describe("people", () => {
     assert.equal(full.ok, false);
     assert.equal(full.error.code, "inbox_full");
     assert.match(full.error.message, /5 messages waiting/);
-    assert.equal(await redisInt(redis.port, "XLEN", "chat:inbox:bob"), 5);
+    assert.equal(await redisInt(redis.port, "XLEN", redisNames.inbox("bob")), 5);
 
     const bob = person(cluster.url(0), "bob", "phone");
     assert.deepEqual(await bob.texts(5), [0, 1, 2, 3, 4].map((i) => `fits ${i}`));
-    await until("the acks to empty the inbox", async () => (await redisInt(redis.port, "XLEN", "chat:inbox:bob")) === 0);
+    await until("the acks to empty the inbox", async () => (await redisInt(redis.port, "XLEN", redisNames.inbox("bob"))) === 0);
     bob.disconnect();
     assert.equal((await ann.dm("bob", "room again")).ok, true);
     ann.disconnect();
@@ -190,7 +190,12 @@ describe("people", () => {
 
   test("concurrent senders to one inbox lose nothing", async () => {
     const redis = await startRedis();
-    const cluster = await startCluster({ workers: 2, redisUrl: redis.url, extraArgs: ["--rate-per-sec", "1000", "--rate-burst", "1000"] });
+    // Limits out of the way: this is about concurrency, not rates or shares.
+    const cluster = await startCluster({
+      workers: 2,
+      redisUrl: redis.url,
+      extraArgs: ["--rate-per-sec", "1000", "--rate-burst", "1000", "--sender-rate-burst", "1000", "--inbox-max-per-sender", "1000"],
+    });
     const senders = Array.from({ length: 8 }, (_, i) => person(cluster.url(i % 2), `sender${i}`, "d"));
     await Promise.all(senders.map((s) => s.loggedIn()));
     const perSender = 50;
@@ -207,7 +212,7 @@ describe("people", () => {
     assert.equal(all.length, senders.length * perSender);
     assert.ok(all.every((a) => a.ok), JSON.stringify(all.find((a) => !a.ok)));
     assert.equal(new Set(all.map((a) => a.id)).size, all.length, "every message has its own id");
-    assert.equal(await redisInt(redis.port, "XLEN", "chat:inbox:carol"), all.length);
+    assert.equal(await redisInt(redis.port, "XLEN", redisNames.inbox("carol")), all.length);
 
     const carol = person(cluster.url(1), "carol", "phone");
     await carol.texts(all.length);
@@ -247,7 +252,7 @@ describe("people", () => {
     await bob.until("every message after the reconnection", () => everything.every((t) => bob.messages.slice(before.length).some((m) => m.text === t)));
     const second = bob.messages.slice(before.length).map((m) => m.text);
     assert.deepEqual(second, everything, "redelivered in order, none missing");
-    await until("the acks to empty the inbox", async () => (await redisInt(redis.port, "XLEN", "chat:inbox:bob")) === 0);
+    await until("the acks to empty the inbox", async () => (await redisInt(redis.port, "XLEN", redisNames.inbox("bob"))) === 0);
     disconnectAll(ann, bob);
     await cluster.stop();
   });

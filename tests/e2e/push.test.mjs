@@ -4,7 +4,7 @@
 import { after, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import crypto from "node:crypto";
-import { chatClient, cleanup, member, redisCommand, startCluster, startRedis, until } from "../support/harness.mjs";
+import { chatClient, cleanup, member, redisCommand, startCluster, startRedis, until, redisNames } from "../support/harness.mjs";
 import { person } from "../support/people.mjs";
 
 const API_KEY = "test-key-0123456789";
@@ -67,7 +67,7 @@ describe("push and auth", () => {
     assert.deepEqual(legacy.body, { ok: true, online: 1, stored: 0 });
     await bob.until("receive_message", () => bob.of("receive_message").length === 1);
     assert.deepEqual(bob.of("receive_message")[0], { msg: "old style" });
-    assert.equal(await redisInt(redis.port, "EXISTS", "chat:unread:bob"), 0);
+    assert.equal(await redisInt(redis.port, "EXISTS", redisNames.unread("bob")), 0);
     bob.disconnect();
     await cluster.stop();
   });
@@ -119,14 +119,14 @@ describe("push and auth", () => {
     assert.equal(plain.category, "system");
     await settle();
     assert.equal(bob.of("notification").length, 1, "handled by one worker only");
-    assert.equal(await redisInt(redis.port, "EXISTS", "chat:unread:bob"), 0, "not stored");
+    assert.equal(await redisInt(redis.port, "EXISTS", redisNames.unread("bob")), 0, "not stored");
 
     await redisCommand(redis.port, "PUBLISH", "notification", JSON.stringify({ toWho: ["erin", "dave"], needStore: true, category: "remind", title: "kept" }));
     await erin.until("the stored notification", () => erin.of("notification").length === 1);
     assert.equal(erin.seen.find((e) => e.event === "notification").acked, true, "sent with an ack");
     assert.ok(erin.of("notification")[0].id, "stored, so it has an id");
-    await until("erin's ack to remove it", async () => (await redisInt(redis.port, "XLEN", "chat:unread:erin")) === 0);
-    assert.equal(await redisInt(redis.port, "XLEN", "chat:unread:dave"), 1, "kept for the offline user");
+    await until("erin's ack to remove it", async () => (await redisInt(redis.port, "XLEN", redisNames.unread("erin"))) === 0);
+    assert.equal(await redisInt(redis.port, "XLEN", redisNames.unread("dave")), 1, "kept for the offline user");
 
     const dave = person(cluster.url(1), "dave", "phone");
     assert.deepEqual((await dave.loggedIn()).pending, { chat: 0, notifications: 1 });
@@ -164,7 +164,7 @@ describe("push and auth", () => {
     }
     await settle();
     assert.equal(bob.of("notification").length, 0, "no refused request was delivered");
-    assert.equal(await redisInt(redis.port, "EXISTS", "chat:unread:bob"), 0, "no refused request was stored");
+    assert.equal(await redisInt(redis.port, "EXISTS", redisNames.unread("bob")), 0, "no refused request was stored");
     assert.equal((await api(cluster.url(0), "/api/push", good)).status, 200, "a good request still works");
     bob.disconnect();
     await cluster.stop();
@@ -258,7 +258,7 @@ describe("push and auth", () => {
     assert.equal(preflight.headers.get("access-control-allow-origin"), "https://app.example.com");
     const foreign = await api(url, "/api/push", { users: ["bob"], category: "system", data: 1, store: true }, { headers: { origin: "http://evil.example" } });
     assert.equal(foreign.status, 403);
-    assert.equal(await redisInt(redis.port, "EXISTS", "chat:unread:bob"), 0);
+    assert.equal(await redisInt(redis.port, "EXISTS", redisNames.unread("bob")), 0);
     await cluster.stop();
   });
 });

@@ -2,7 +2,7 @@
 
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { chatClient, cleanup, member, said, startCluster, startRedis, until } from "../support/harness.mjs";
+import { chatClient, cleanup, member, said, startCluster, startRedis, until, redisNames } from "../support/harness.mjs";
 
 describe("rooms across workers", () => {
   let redis;
@@ -23,7 +23,7 @@ describe("rooms across workers", () => {
     const eve = await member(cluster.url(1), "kitchen", "eve");
     await until("both workers to subscribe to lobby", async () => {
       const status = await cluster.status();
-      return status.workers.every((w) => w.rooms >= 1) && (await redis.channels()).includes("chat:room:lobby");
+      return status.workers.every((w) => w.rooms >= 1) && (await redis.channels()).includes(redisNames.room("lobby"));
     });
 
     const bobJoined = await ann.next("bob's join", (m) => m.event === "join" && m.data.username === "bob");
@@ -56,7 +56,7 @@ describe("rooms across workers", () => {
   test("one sender's 200 messages arrive in order on the other worker", async () => {
     const sender = await member(cluster.url(0), "ordered", "sender");
     const receiver = await member(cluster.url(1), "ordered", "receiver");
-    await until("the receiver's worker to subscribe", async () => (await redis.channels()).includes("chat:room:ordered"));
+    await until("the receiver's worker to subscribe", async () => (await redis.channels()).includes(redisNames.room("ordered")));
     await until("the sender's worker to count the room", async () => (await cluster.status()).workers[0].rooms >= 1);
     for (let i = 0; i < 200; i++) sender.emit("say", { text: `m${i}` });
     await receiver.next("the last message", said("m199"));

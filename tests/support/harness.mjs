@@ -124,6 +124,15 @@ async function setupStep(promise) {
   }
 }
 
+/** Redis names the product uses under the default prefix `chat:` (crates/chat-protocol/src/keys.rs). */
+export const redisNames = {
+  room: (room) => `chat:{room:${room}}`,
+  user: (user) => `chat:{user:${user}}`,
+  inbox: (user) => `chat:{user:${user}}:inbox`,
+  unread: (user) => `chat:{user:${user}}:unread`,
+  senders: (user) => `chat:{user:${user}}:senders`,
+};
+
 export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** `promise`, or a rejection naming `what` after `timeoutMs`. */
@@ -237,9 +246,10 @@ export function redisCommand(port, ...args) {
 /**
  * A private redis-server on a free port; `stop()` kills it, `restart()` starts it again on the
  * same port. `persistent: true` turns on the append-only file (fsync always) in a temp dir, so
- * data survives `stop()` + `restart()`.
+ * data survives `stop()` + `restart()`. `args` go to redis-server as they are (e.g.
+ * `["--replicaof", "127.0.0.1", "<port>"]`).
  */
-export async function startRedis({ persistent = false } = {}) {
+export async function startRedis({ persistent = false, args = [] } = {}) {
   const port = await freePort();
   let persistence = ["--save", "", "--appendonly", "no"];
   if (persistent) {
@@ -253,7 +263,7 @@ export async function startRedis({ persistent = false } = {}) {
     child: null,
     async restart() {
       this.child = track(
-        spawn(redisServerPath(), ["--port", String(port), "--bind", "127.0.0.1", ...persistence], {
+        spawn(redisServerPath(), ["--port", String(port), "--bind", "127.0.0.1", ...persistence, ...args], {
           stdio: ["ignore", "ignore", "pipe"],
         }),
         `redis-server:${port}`,

@@ -71,7 +71,7 @@ async fn rooms_span_worker_processes_through_redis_with_a_channel_per_occupied_r
     // Both workers, not just the first: a worker that connects to Redis after its clients
     // joined subscribes a moment later, and a message published before that misses it.
     wait_until("both workers to subscribe to their rooms", WAIT, || {
-        redis.subscribers("t1:room:lobby") == 2 && redis.subscribers("t1:room:side") == 1
+        redis.subscribers("t1:{room:lobby}") == 2 && redis.subscribers("t1:{room:side}") == 1
     });
 
     // Subscriptions are in place; from here a message must cross.
@@ -103,9 +103,9 @@ async fn rooms_span_worker_processes_through_redis_with_a_channel_per_occupied_r
     // The last local member leaving unsubscribes that worker from the room's channel.
     eve.disconnect();
     wait_until("the empty room's channel to be unsubscribed", WAIT, || {
-        !redis.channels().contains(&"t1:room:side".to_owned())
+        !redis.channels().contains(&"t1:{room:side}".to_owned())
     });
-    assert!(redis.channels().contains(&"t1:room:lobby".to_owned()));
+    assert!(redis.channels().contains(&"t1:{room:lobby}".to_owned()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,7 +118,7 @@ async fn after_a_redis_restart_workers_resubscribe_and_local_chat_never_stops() 
     let mut amy = member(port_a, "r", "amy").await;
     let mut bob = member(port_b, "r", "bob").await;
     wait_until("subscriptions", WAIT, || {
-        redis.channels().contains(&"chat:room:r".to_owned())
+        redis.channels().contains(&"chat:{room:r}".to_owned())
     });
 
     redis.stop();
@@ -134,7 +134,7 @@ async fn after_a_redis_restart_workers_resubscribe_and_local_chat_never_stops() 
 
     redis.restart();
     wait_until("the room channel to be subscribed again", WAIT, || {
-        redis.channels().contains(&"chat:room:r".to_owned())
+        redis.channels().contains(&"chat:{room:r}".to_owned())
     });
     wait_until("worker b to report ready", WAIT, || {
         http_get(port_b, "/ready").is_ok_and(|(status, _)| status == 200)
@@ -158,7 +158,7 @@ async fn a_worker_started_without_redis_serves_local_rooms_and_joins_when_redis_
         .expect("local delivery");
     redis.restart();
     wait_until("the worker to connect and subscribe", WAIT, || {
-        redis.channels().contains(&"chat:room:solo".to_owned())
+        redis.channels().contains(&"chat:{room:solo}".to_owned())
     });
 }
 
@@ -227,7 +227,7 @@ async fn the_supervisor_counts_respawns_killed_workers_and_stops_cleanly() {
     // The respawned worker serves on the same port and rooms still span workers.
     let mut ann = member(ports[0], "sup", "ann").await;
     wait_until("the respawned worker to subscribe", WAIT, || {
-        redis.channels().contains(&"chat:room:sup".to_owned())
+        redis.channels().contains(&"chat:{room:sup}".to_owned())
     });
     until_crosses(&mut ann, &mut bob, "from the respawned worker").await;
     until_crosses(&mut bob, &mut ann, "to the respawned worker").await;

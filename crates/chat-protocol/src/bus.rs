@@ -1,6 +1,6 @@
 //! What crosses Redis between workers: one pub/sub channel per room, carrying frames of
 //! `<origin node id, 16 hex digits>|<the room message JSON>`, and one per logged-in user
-//! (`<prefix>user:<id>`, carrying [`crate::people::UserFrame`]s).
+//! (carrying [`crate::people::UserFrame`]s); [`crate::keys`] names them.
 //!
 //! The JSON part is the exact `message` payload clients receive, so a receiving worker hands it
 //! to its local sockets without decoding and re-encoding it. The origin lets a worker skip its
@@ -34,8 +34,8 @@ impl Topic {
     /// The topic's Redis channel.
     pub fn channel(&self, prefix: &str) -> String {
         match self {
-            Self::Room(room) => room_channel(prefix, room),
-            Self::User(user) => crate::people::user_channel(prefix, user),
+            Self::Room(room) => crate::keys::room_channel(prefix, room),
+            Self::User(user) => crate::keys::user_channel(prefix, user),
         }
     }
 }
@@ -47,34 +47,6 @@ impl fmt::Display for Topic {
             Self::User(user) => write!(f, "user:{user}"),
         }
     }
-}
-
-/// The topic a channel belongs to, as named in the channel (not validated again: the worker
-/// subscribed to it from a validated id).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChannelTopic<'a> {
-    Room(&'a str),
-    User(&'a str),
-}
-
-/// Which topic `channel` is the channel of, if it is one of ours.
-pub fn topic_of_channel<'a>(prefix: &str, channel: &'a str) -> Option<ChannelTopic<'a>> {
-    let rest = channel.strip_prefix(prefix)?;
-    if let Some(room) = rest.strip_prefix("room:") {
-        Some(ChannelTopic::Room(room))
-    } else {
-        rest.strip_prefix("user:").map(ChannelTopic::User)
-    }
-}
-
-/// The Redis channel of a room: `<prefix>room:<room id>`.
-pub fn room_channel(prefix: &str, room: &RoomId) -> String {
-    format!("{prefix}room:{room}")
-}
-
-/// The room id of a channel named by [`room_channel`], if it is one.
-pub fn room_of_channel<'a>(prefix: &str, channel: &'a str) -> Option<&'a str> {
-    channel.strip_prefix(prefix)?.strip_prefix("room:")
 }
 
 /// Builds the frame published for a room message.
@@ -115,7 +87,6 @@ pub fn decode_frame(frame: &str) -> Result<(NodeId, &str), FrameError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Limits;
 
     #[test]
     fn frames_round_trip() {
@@ -145,27 +116,5 @@ mod tests {
             decode_frame("000000000000000é|{}"),
             Err(FrameError::BadOrigin)
         );
-    }
-
-    #[test]
-    fn channels() {
-        let room = RoomId::parse("lobby", &Limits::default()).unwrap();
-        let channel = room_channel("chat:", &room);
-        assert_eq!(channel, "chat:room:lobby");
-        assert_eq!(room_of_channel("chat:", &channel), Some("lobby"));
-        assert_eq!(room_of_channel("other:", &channel), None);
-        assert_eq!(room_of_channel("chat:", "chat:user:x"), None);
-        let user = UserId::parse("ann", &Limits::default()).unwrap();
-        let channel = Topic::User(user).channel("chat:");
-        assert_eq!(channel, "chat:user:ann");
-        assert_eq!(
-            topic_of_channel("chat:", &channel),
-            Some(ChannelTopic::User("ann"))
-        );
-        assert_eq!(
-            topic_of_channel("chat:", "chat:room:lobby"),
-            Some(ChannelTopic::Room("lobby"))
-        );
-        assert_eq!(topic_of_channel("chat:", "chat:other"), None);
     }
 }

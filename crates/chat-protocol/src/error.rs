@@ -31,10 +31,12 @@ pub enum ErrorCode {
     NotLoggedIn,
     /// A second `login` on the same socket.
     AlreadyLoggedIn,
-    /// The recipient's inbox holds as many waiting messages as allowed; the message was not
-    /// stored. Retry later.
+    /// The recipient's inbox holds as many waiting messages as allowed (in all, or of this
+    /// sender); the message was not stored. Retry later.
     InboxFull,
-    /// The store (Redis) is unreachable or failed; nothing was stored. Retry later.
+    /// The store (Redis) did not answer in time, or no replica confirmed a write under
+    /// `--durability replicated`: a write may or may not have happened (the message says
+    /// which). Retry, with the same `clientMsgId` for a direct message.
     Unavailable,
     /// The socket is authenticated as another user than the payload names.
     Forbidden,

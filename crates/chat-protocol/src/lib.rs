@@ -7,6 +7,7 @@
 pub mod bus;
 pub mod client;
 pub mod error;
+pub mod keys;
 pub mod limits;
 pub mod people;
 pub mod push;

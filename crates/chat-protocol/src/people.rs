@@ -290,40 +290,6 @@ impl<'a> UserFrame<'a> {
     }
 }
 
-/// Redis names of one user's data, all under the configured prefix.
-#[derive(Debug, Clone)]
-pub struct UserKeys {
-    /// Stream of waiting direct messages.
-    pub inbox: String,
-    /// Hash `{generation, device}` of the latest login.
-    pub login: String,
-    /// Pub/sub channel of the user's live frames.
-    pub channel: String,
-    /// Stream of unread notifications.
-    pub unread: String,
-}
-
-impl UserKeys {
-    pub fn new(prefix: &str, user: &UserId) -> Self {
-        Self {
-            inbox: format!("{prefix}inbox:{user}"),
-            login: format!("{prefix}login:{user}"),
-            channel: user_channel(prefix, user),
-            unread: format!("{prefix}unread:{user}"),
-        }
-    }
-
-    /// Marks a sender's `clientMsgId` as used, for retries without duplicates.
-    pub fn sent_marker(prefix: &str, from: &UserId, client_msg_id: &str) -> String {
-        format!("{prefix}sent:{from}:{client_msg_id}")
-    }
-}
-
-/// The channel of a user: `<prefix>user:<user id>`.
-pub fn user_channel(prefix: &str, user: &UserId) -> String {
-    format!("{prefix}user:{user}")
-}
-
 /// The user-channel frame of a push without storage: `{"kind":"push","event":..,"payload":..}`.
 pub fn push_frame(event: &str, payload: &str) -> String {
     let mut frame = String::with_capacity(event.len() + payload.len() + 40);

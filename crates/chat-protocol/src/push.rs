@@ -201,6 +201,13 @@ pub struct PushResponse {
     pub online: usize,
     /// Users whose unread store kept the notification.
     pub stored: usize,
+    /// Users this request's `Idempotency-Key` had reached already: nothing was done for them.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub duplicates: usize,
+}
+
+fn is_zero(count: &usize) -> bool {
+    *count == 0
 }
 
 /// Answer to `POST /api/broadcast`.

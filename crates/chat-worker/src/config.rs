@@ -24,11 +24,14 @@ pub struct WorkerSettings {
     #[arg(long, env = "CHAT_LISTEN_BACKLOG", default_value_t = 4096)]
     pub listen_backlog: u32,
 
-    /// Redis for the cross-worker room bus.
+    /// Redis: `redis://[user:password@]host:port[/db]`, `rediss://...` (TLS),
+    /// `redis-sentinel://host:port[/db]?sentinelServiceName=NAME&node=host2:port2...`, or
+    /// `redis-cluster://host:port?node=host2:port2...` (the URL forms of the fred crate).
     #[arg(long, env = "CHAT_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
 
-    /// Prefix of every Redis channel name (rooms are `<prefix>room:<id>`).
+    /// Prefix of every Redis key and channel name (rooms are `<prefix>{room:<id>}`); may not
+    /// contain `{` or `}`.
     #[arg(long, env = "CHAT_CHANNEL_PREFIX", default_value = "chat:")]
     pub channel_prefix: String,
 
@@ -107,6 +110,56 @@ pub struct WorkerSettings {
 
     #[command(flatten)]
     pub push: PushSettings,
+
+    #[command(flatten)]
+    pub redis: RedisSettings,
+}
+
+/// How the worker talks to Redis beyond its URL: TLS trust, timeouts, and what an
+/// acknowledgement promises.
+#[derive(Debug, Clone, PartialEq, clap::Args, Serialize, Deserialize)]
+pub struct RedisSettings {
+    /// PEM file of the certificate authority that signed the Redis servers' TLS certificates
+    /// (`rediss://` URLs; without it the system's trusted roots are used).
+    #[arg(long, env = "CHAT_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<std::path::PathBuf>,
+
+    /// What an acknowledged write (a stored direct message, a stored notification) survives:
+    /// `local`: it is on the Redis master; `replicated`: at least one replica confirmed it
+    /// (Redis WAIT) before the answer, so it survives a failover. Default: `replicated` for
+    /// Sentinel and Cluster URLs, `local` for a standalone URL.
+    #[arg(long, env = "CHAT_DURABILITY", value_enum)]
+    pub durability: Option<Durability>,
+
+    /// Longest wait for a replica's confirmation under `--durability replicated`, in
+    /// milliseconds; past it the sender gets `unavailable` (the write may stay: retries with
+    /// the same `clientMsgId` are not stored twice).
+    #[arg(long, env = "CHAT_REPLICA_ACK_TIMEOUT_MS", default_value_t = 500)]
+    pub replica_ack_timeout_ms: u64,
+
+    /// Longest wait for any Redis command, in milliseconds; also the connection timeout.
+    #[arg(long, env = "CHAT_REDIS_TIMEOUT_MS", default_value_t = 2_000)]
+    pub redis_timeout_ms: u64,
+}
+
+/// What an acknowledged write survives (see [`RedisSettings::durability`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// Acknowledged once the Redis master has it.
+    Local,
+    /// Acknowledged once the master and at least one replica have it.
+    Replicated,
+}
+
+impl RedisSettings {
+    pub fn replica_ack_timeout(&self) -> Duration {
+        Duration::from_millis(self.replica_ack_timeout_ms)
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.redis_timeout_ms)
+    }
 }
 
 /// Handshake authentication and the push API's key. Secrets themselves are never settings (they
@@ -156,6 +209,11 @@ pub struct PushSettings {
     #[arg(long, env = "CHAT_UNREAD_MAX_AGE_SECS", default_value_t = 30 * 24 * 3600)]
     pub unread_max_age_secs: u64,
 
+    /// How long the push API remembers an `Idempotency-Key` per user, in seconds: a retry of a
+    /// request within this window stores and delivers nothing twice.
+    #[arg(long, env = "CHAT_IDEMPOTENCY_WINDOW_SECS", default_value_t = 24 * 3600)]
+    pub idempotency_window_secs: u64,
+
     /// The old `notification` Redis channel: `{toWho:[...], needStore, ...}` (empty: off).
     #[arg(
         long,
@@ -196,6 +254,20 @@ pub struct PeopleSettings {
     /// `inbox_full`.
     #[arg(long, env = "CHAT_INBOX_MAX_MESSAGES", default_value_t = 1_000)]
     pub inbox_max_messages: u64,
+
+    /// Messages of one sender that may wait in one recipient's inbox; a send beyond gets
+    /// `inbox_full`, so no single sender can fill someone's inbox against everyone else.
+    #[arg(long, env = "CHAT_INBOX_MAX_PER_SENDER", default_value_t = 100)]
+    pub inbox_max_per_sender: u64,
+
+    /// Direct messages one user may send per second, sustained, counted across all of the
+    /// user's sockets on every worker (in Redis); more get `rate_limited`.
+    #[arg(long, env = "CHAT_SENDER_RATE_PER_SEC", default_value_t = 5.0)]
+    pub sender_rate_per_sec: f64,
+
+    /// Direct messages one user may send at once before `--sender-rate-per-sec` applies.
+    #[arg(long, env = "CHAT_SENDER_RATE_BURST", default_value_t = 20)]
+    pub sender_rate_burst: u64,
 
     /// Age after which a waiting direct message is dropped from the inbox, in seconds.
     #[arg(long, env = "CHAT_INBOX_MAX_AGE_SECS", default_value_t = 7 * 24 * 3600)]
@@ -318,6 +390,16 @@ impl WorkerSettings {
         Duration::from_millis(self.shutdown_grace_ms)
     }
 
+    /// The durability in force: the flag, else what the Redis URL's topology calls for.
+    pub fn durability(&self) -> Durability {
+        self.redis.durability.unwrap_or_else(|| {
+            match crate::store::RedisTarget::parse(&self.redis_url).map(|t| t.topology) {
+                Ok(crate::store::Topology::Standalone) | Err(_) => Durability::Local,
+                Ok(_) => Durability::Replicated,
+            }
+        })
+    }
+
     /// Checks what the types alone cannot: zero sizes, and limits that contradict each other.
     pub fn validate(&self) -> Result<(), String> {
         let positive = [
@@ -346,7 +428,21 @@ impl WorkerSettings {
                 self.people.delivery_ack_timeout_ms as usize,
             ),
             ("retry-window-secs", self.people.retry_window_secs as usize),
+            (
+                "inbox-max-per-sender",
+                self.people.inbox_max_per_sender as usize,
+            ),
+            ("sender-rate-burst", self.people.sender_rate_burst as usize),
+            (
+                "replica-ack-timeout-ms",
+                self.redis.replica_ack_timeout_ms as usize,
+            ),
+            ("redis-timeout-ms", self.redis.redis_timeout_ms as usize),
             ("max-api-body-bytes", self.push.max_api_body_bytes),
+            (
+                "idempotency-window-secs",
+                self.push.idempotency_window_secs as usize,
+            ),
             ("unread-max", self.push.unread_max as usize),
             (
                 "unread-max-age-secs",
@@ -367,6 +463,18 @@ impl WorkerSettings {
         }
         if !(self.rate_per_sec > 0.0 && self.rate_burst >= 1.0) {
             return Err("--rate-per-sec must be above 0 and --rate-burst at least 1".into());
+        }
+        if !(self.people.sender_rate_per_sec > 0.0 && self.people.sender_rate_per_sec.is_finite()) {
+            return Err("--sender-rate-per-sec must be above 0".into());
+        }
+        chat_protocol::keys::check_prefix(&self.channel_prefix)
+            .map_err(|err| format!("--channel-prefix: {err}"))?;
+        crate::store::RedisTarget::parse(&self.redis_url).map_err(|err| err.to_string())?;
+        if self.redis.replica_ack_timeout_ms >= self.redis.redis_timeout_ms {
+            return Err(format!(
+                "--replica-ack-timeout-ms {} must be shorter than --redis-timeout-ms {}",
+                self.redis.replica_ack_timeout_ms, self.redis.redis_timeout_ms
+            ));
         }
         if self.people.moderation
             && (self.people.filter_channel.is_empty()

@@ -16,6 +16,7 @@ pub mod rate;
 pub mod report;
 pub mod server;
 pub mod stall;
+pub mod store;
 
 pub use config::WorkerSettings;
 pub use server::{BusKind, run};

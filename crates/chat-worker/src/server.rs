@@ -25,6 +25,7 @@ use crate::{
     },
     report::Reporter,
     stall::GuardedListener,
+    store::{self, Store},
 };
 
 /// Longest a draining worker waits for its farewell frames to reach Redis.
@@ -167,24 +168,36 @@ fn assemble(
         backend,
     };
 
-    let (bus, commands): (Arc<dyn Bus>, Option<fred::prelude::Client>) = match bus_kind {
+    // Three connections to Redis: the bus publishes on one and listens on another; the store
+    // runs the scripts behind acknowledgements (and their WAITs) on a third, so neither
+    // delays the other.
+    let (bus, store): (Arc<dyn Bus>, Option<Store>) = match bus_kind {
         BusKind::Redis => {
-            let bus = RedisBus::start(settings, Arc::clone(&hub), inbound)?;
-            let commands = bus.commands();
-            (bus, Some(commands))
+            let config = store::redis_config(&settings.redis_url, &settings.redis)?;
+            let bus = RedisBus::start(settings, &config, Arc::clone(&hub), inbound)?;
+            const STORE_CHANNEL_CAPACITY: usize = 64;
+            let client = store::build_client(&config, &settings.redis, STORE_CHANNEL_CAPACITY)?;
+            fred::prelude::ClientLike::connect(&client);
+            let store = Store::new(
+                client,
+                prefix,
+                settings.durability(),
+                settings.redis.replica_ack_timeout(),
+            );
+            (bus, Some(store))
         }
         BusKind::Memory(broker) => (broker.bus(Arc::clone(&hub), inbound), None),
     };
-    let unread = commands
+    let unread = store
         .as_ref()
-        .map(|client| Unread::new(client.clone(), prefix, &settings.push));
-    let stores = commands
+        .map(|store| Unread::new(store.clone(), &settings.push));
+    let stores = store
         .as_ref()
         .zip(unread.clone())
-        .map(|(client, unread)| (Inbox::new(client.clone(), prefix, &settings.people), unread));
-    let pusher = commands
+        .map(|(store, unread)| (Inbox::new(store.clone(), &settings.people), unread));
+    let pusher = store
         .zip(unread)
-        .map(|(client, unread)| Pusher::new(client, prefix, unread, settings.limits()));
+        .map(|(store, unread)| Pusher::new(store, unread, settings.limits(), &settings.push));
     let people = Arc::new(People::new(
         Arc::clone(&hub),
         Arc::clone(&bus),

@@ -30,16 +30,18 @@ use std::{
 
 use chat_protocol::{
     RoomId,
-    bus::{ChannelTopic, Topic, room_channel, topic_of_channel},
+    bus::Topic,
+    keys::{ChannelTopic, hash_slot, room_channel, topic_of_channel},
 };
-use fred::{
-    prelude::{ClientLike, Config, EventInterface, PubsubInterface, ReconnectPolicy},
-    types::Builder,
-};
+use fred::prelude::{ClientLike, ClusterInterface, Config, EventInterface, PubsubInterface};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Bus, Inbound};
-use crate::{config::WorkerSettings, hub::Hub};
+use crate::{
+    config::WorkerSettings,
+    hub::Hub,
+    store::{self, StoreError},
+};
 
 /// Frames sent in one pipeline at most.
 const PUBLISH_BATCH: usize = 256;
@@ -49,28 +51,12 @@ const PUBLISH_BATCH: usize = 256;
 const PREPARED_GRACE: Duration = Duration::from_secs(10);
 /// How often the keeper re-checks every room, whatever happened.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
-/// Reconnection backoff: from 100 ms, doubling, to 2 s, forever.
-const RECONNECT_MIN_MS: u32 = 100;
-const RECONNECT_MAX_MS: u32 = 2_000;
-
-#[derive(Debug, thiserror::Error)]
-pub enum RedisBusError {
-    #[error("invalid redis url {url:?}")]
-    Url {
-        url: String,
-        #[source]
-        source: fred::error::Error,
-    },
-    #[error("could not create the redis client")]
-    Client(#[source] fred::error::Error),
-}
 
 pub struct RedisBus {
     prefix: String,
     publish_queue: mpsc::Sender<(String, String)>,
     occupancy: mpsc::UnboundedSender<Topic>,
     prepares: mpsc::UnboundedSender<(Topic, oneshot::Sender<()>)>,
-    publisher: fred::prelude::Client,
     subscriber: fred::prelude::Client,
     dropped_publishes: AtomicU64,
     publish_queue_full: AtomicBool,
@@ -79,49 +65,22 @@ pub struct RedisBus {
 }
 
 impl RedisBus {
-    /// Creates the connections and starts the bus tasks. Does not wait for Redis: the worker
-    /// serves local rooms while the bus connects, and keeps retrying if Redis is away.
+    /// Creates the bus's two connections (publishing, subscribed) to the Redis of `config` and
+    /// starts the bus tasks. Does not wait for Redis: the worker serves local rooms while the
+    /// bus connects, and keeps retrying if Redis is away.
     pub fn start(
         settings: &WorkerSettings,
+        config: &Config,
         hub: Arc<Hub>,
         inbound: Inbound,
-    ) -> Result<Arc<Self>, RedisBusError> {
-        let mut config =
-            Config::from_url(&settings.redis_url).map_err(|source| RedisBusError::Url {
-                url: settings.redis_url.clone(),
-                source,
-            })?;
-        // Keep trying when Redis is away at start too, not only after a first success.
-        config.fail_fast = false;
+    ) -> Result<Arc<Self>, StoreError> {
         // fred preallocates every broadcast channel of a client (messages, errors, reconnects,
         // ...) at this capacity: only the subscriber receives frames, so only it gets the large
         // one. Measured: an idle worker fell from 28 MB to 11 MB RSS with this and the
         // subscriber at 4096 instead of both at 16384.
         const PUBLISHER_CHANNEL_CAPACITY: usize = 64;
-        let build = |receive_capacity: usize| {
-            Builder::from_config(config.clone())
-                .with_performance_config(|perf| {
-                    perf.broadcast_channel_capacity = receive_capacity;
-                    perf.default_command_timeout = Duration::from_secs(2);
-                })
-                .with_connection_config(|conn| {
-                    conn.connection_timeout = Duration::from_secs(2);
-                    conn.internal_command_timeout = Duration::from_secs(2);
-                    // Commands issued while Redis is away wait here, up to this many; older
-                    // room traffic is worth less than a bounded memory.
-                    conn.max_command_buffer_len = 10_000;
-                })
-                .set_policy(ReconnectPolicy::new_exponential(
-                    0,
-                    RECONNECT_MIN_MS,
-                    RECONNECT_MAX_MS,
-                    2,
-                ))
-                .build()
-                .map_err(RedisBusError::Client)
-        };
-        let publisher = build(PUBLISHER_CHANNEL_CAPACITY)?;
-        let subscriber = build(settings.bus_receive_buffer)?;
+        let publisher = store::build_client(config, &settings.redis, PUBLISHER_CHANNEL_CAPACITY)?;
+        let subscriber = store::build_client(config, &settings.redis, settings.bus_receive_buffer)?;
 
         let (publish_queue, publish_rx) = mpsc::channel(settings.bus_queue);
         let (occupancy, occupancy_rx) = mpsc::unbounded_channel();
@@ -131,7 +90,6 @@ impl RedisBus {
             publish_queue,
             occupancy,
             prepares,
-            publisher: publisher.clone(),
             subscriber: subscriber.clone(),
             dropped_publishes: AtomicU64::new(0),
             publish_queue_full: AtomicBool::new(false),
@@ -160,7 +118,7 @@ impl RedisBus {
                 .iter()
                 .map(|(channel, _)| channel.clone())
                 .collect(),
-            subscribed: HashSet::new(),
+            subscribed: HashMap::new(),
             prepared: HashMap::new(),
         };
         tokio::spawn(keep_subscriptions(
@@ -177,11 +135,6 @@ impl RedisBus {
         ));
         tokio::spawn(log_connection_errors(errors, reconnects_for_log));
         Ok(bus)
-    }
-
-    /// A client on the publishing connection (not in subscriber mode), for commands.
-    pub fn commands(&self) -> fred::prelude::Client {
-        self.publisher.clone()
     }
 }
 
@@ -308,8 +261,9 @@ struct SubscriptionKeeper {
     prefix: String,
     /// Channels subscribed for the worker's whole life (backend channels).
     fixed: Vec<String>,
-    /// Topics whose SSUBSCRIBE Redis confirmed on the current connection.
-    subscribed: HashSet<Topic>,
+    /// Topics whose SSUBSCRIBE Redis confirmed on the current connection, with the node that
+    /// confirmed it on a Redis Cluster (`None` elsewhere).
+    subscribed: HashMap<Topic, Option<fred::types::config::Server>>,
     /// Topics subscribed ahead of a first socket that has not entered the hub yet, with when:
     /// kept subscribed for [`PREPARED_GRACE`] even though the hub does not show them.
     prepared: HashMap<Topic, Instant>,
@@ -319,7 +273,7 @@ impl SubscriptionKeeper {
     /// Subscribes `topic` ahead of its first local socket and says when Redis confirmed it. A
     /// failed SSUBSCRIBE drops `done`, which lets the connection proceed without waiting further.
     async fn prepare(&mut self, topic: Topic, done: oneshot::Sender<()>) {
-        if !self.subscribed.contains(&topic) {
+        if !self.subscribed.contains_key(&topic) {
             if !self.client.is_connected() || !self.subscribe(&topic).await {
                 return;
             }
@@ -329,11 +283,14 @@ impl SubscriptionKeeper {
         let _ = done.send(());
     }
 
-    /// SSUBSCRIBEs `topic`'s channel; true once Redis confirmed it.
+    /// SSUBSCRIBEs `topic`'s channel; true once Redis confirmed it. On a Cluster fred sends it
+    /// to the node owning the channel's slot (following a MOVED redirection).
     async fn subscribe(&mut self, topic: &Topic) -> bool {
-        match self.client.ssubscribe(topic.channel(&self.prefix)).await {
+        let channel = topic.channel(&self.prefix);
+        match self.client.ssubscribe(channel.as_str()).await {
             Ok(()) => {
-                self.subscribed.insert(topic.clone());
+                let owner = self.owner(&channel);
+                self.subscribed.insert(topic.clone(), owner);
                 true
             }
             Err(err) => {
@@ -352,11 +309,49 @@ impl SubscriptionKeeper {
         }
     }
 
+    /// The Cluster node that owns `channel`'s hash slot, as fred last learnt it; `None` when
+    /// Redis is not a Cluster.
+    fn owner(&self, channel: &str) -> Option<fred::types::config::Server> {
+        let routing = self.client.cached_cluster_state()?;
+        routing.get_server(hash_slot(channel)).cloned()
+    }
+
     async fn reconcile_all(&mut self) {
+        self.follow_slot_moves().await;
         let mut topics: HashSet<Topic> = self.hub.occupied_topics().into_iter().collect();
-        topics.extend(self.subscribed.iter().cloned());
+        topics.extend(self.subscribed.keys().cloned());
         topics.extend(self.prepared.keys().cloned());
         self.reconcile(topics).await;
+    }
+
+    /// On a Redis Cluster, a shard channel's subscription lives on the node owning its slot,
+    /// and Redis drops it when the slot moves (resharding) or its master is replaced (which
+    /// fred says nothing about when the old connection survives). Refreshes the slot map and
+    /// forgets every subscription whose slot changed hands, so the reconcile that follows
+    /// subscribes it again on the new owner.
+    async fn follow_slot_moves(&mut self) {
+        if !self.client.is_clustered() || !self.client.is_connected() {
+            return;
+        }
+        if let Err(err) = self.client.sync_cluster().await {
+            tracing::debug!(cause = %err, "could not refresh the cluster's slot map");
+            return;
+        }
+        let moved: Vec<Topic> = self
+            .subscribed
+            .iter()
+            .filter(|(topic, owner)| **owner != self.owner(&topic.channel(&self.prefix)))
+            .map(|(topic, _)| topic.clone())
+            .collect();
+        if !moved.is_empty() {
+            tracing::info!(
+                topics = moved.len(),
+                "cluster slots changed hands; subscribing those topics on their new nodes"
+            );
+        }
+        for topic in moved {
+            self.subscribed.remove(&topic);
+        }
     }
 
     /// Whether `topic` should be subscribed: the hub has it, or a first socket is on its way.
@@ -378,7 +373,7 @@ impl SubscriptionKeeper {
             .retain(|_, since| since.elapsed() < PREPARED_GRACE);
         let (to_subscribe, to_unsubscribe): (Vec<Topic>, Vec<Topic>) = topics
             .into_iter()
-            .filter(|topic| self.wanted(topic) != self.subscribed.contains(topic))
+            .filter(|topic| self.wanted(topic) != self.subscribed.contains_key(topic))
             .partition(|topic| self.wanted(topic));
         let mut subscribed = 0;
         for topic in &to_subscribe {

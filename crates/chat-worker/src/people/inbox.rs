@@ -1,5 +1,6 @@
-//! The inbox: each user's waiting direct messages, a Redis stream `<prefix>inbox:<user>` whose
-//! entry ids are the messages' stable ids.
+//! The inbox: each user's waiting direct messages, a Redis stream `<prefix>{user:<id>}:inbox`
+//! whose entry ids are the messages' stable ids, with a count of waiting messages per sender
+//! (`--inbox-max-per-sender`) and a send rate per sender shared by every worker.
 //!
 //! Architecture invariant (nothing lost): a message is written by one Lua script that trims,
 //! checks the bound, appends and publishes atomically (no read-modify-write from a worker), before
@@ -8,23 +9,25 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use chat_protocol::{
-    DeviceId, UserId,
-    people::{StreamId, UserKeys},
-};
+use chat_protocol::{DeviceId, UserId, keys::UserKeys, people::StreamId};
 use fred::{
     prelude::LuaInterface,
-    prelude::{Client, HashesInterface, PubsubInterface, StreamsInterface},
+    prelude::{Client, PubsubInterface, StreamsInterface},
     types::Value,
 };
 
-use crate::config::PeopleSettings;
+use crate::{
+    config::PeopleSettings,
+    store::{Store, StoreError},
+};
 
 // Run with EVAL, not EVALSHA: a NOSCRIPT answer (fresh or restarted Redis) followed by a reload
 // and a retry would let a sender's later message overtake its first one; EVAL commands run in
 // the order queued. Redis caches the compiled script by its hash either way.
 const SEND_LUA: &str = include_str!("lua/send.lua");
 const LOGIN_LUA: &str = include_str!("lua/login.lua");
+const REMOVE_LUA: &str = include_str!("lua/remove.lua");
+const RATE_LUA: &str = include_str!("lua/rate.lua");
 
 /// What became of a sent message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,10 +42,20 @@ pub enum Stored {
 pub enum InboxError {
     #[error("the recipient's inbox is full ({waiting} messages waiting)")]
     Full { waiting: u64 },
-    #[error("redis: {0}")]
-    Redis(#[from] fred::error::Error),
+    #[error("the recipient has {waiting} messages of this sender waiting")]
+    SenderFull { waiting: u64 },
+    #[error("the sender is over its rate; retry in {retry_ms} ms")]
+    Rate { retry_ms: u64 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error("unexpected answer from redis: {0}")]
     Protocol(String),
+}
+
+impl From<fred::error::Error> for InboxError {
+    fn from(err: fred::error::Error) -> Self {
+        Self::Store(StoreError::Redis(err))
+    }
 }
 
 /// One message read back from an inbox: its id and its body (see [`chat_protocol::people`]).
@@ -63,59 +76,87 @@ pub struct LoginRecord {
     pub unread: u64,
 }
 
-/// A message a `send` stores: its body, and where it is announced.
+/// A message a `send` stores: its body, who sends it, and the sender's `clientMsgId` if any.
 pub struct Outgoing<'a> {
     pub to: &'a UserId,
+    pub from: &'a str,
     pub body: &'a str,
-    /// Key marking the sender's `clientMsgId` as used, if the sender gave one.
-    pub sent_marker: Option<&'a str>,
+    /// The sender's retry token (`clientMsgId`, or a moderation token), if any.
+    pub client_msg_id: Option<&'a str>,
 }
 
 #[derive(Clone)]
 pub struct Inbox {
-    client: Client,
-    prefix: String,
+    store: Store,
     max_messages: u64,
+    max_per_sender: u64,
     max_age: Duration,
     retry_window: Duration,
+    /// Milliseconds between sends at `--sender-rate-per-sec` (at least 1).
+    rate_interval_ms: u64,
+    rate_burst: u64,
     offline_channel: String,
     history_channel: String,
 }
 
 impl Inbox {
-    /// An inbox on `client`, a connection that is not in subscriber mode.
-    pub fn new(client: Client, prefix: &str, settings: &PeopleSettings) -> Self {
+    /// An inbox on `store`'s connection (not in subscriber mode).
+    pub fn new(store: Store, settings: &PeopleSettings) -> Self {
         Self {
-            client,
-            prefix: prefix.to_owned(),
+            store,
             max_messages: settings.inbox_max_messages,
+            max_per_sender: settings.inbox_max_per_sender,
             max_age: settings.inbox_max_age(),
             retry_window: settings.retry_window(),
+            rate_interval_ms: ((1000.0 / settings.sender_rate_per_sec).round() as u64).max(1),
+            rate_burst: settings.sender_rate_burst,
             offline_channel: settings.offline_channel.clone(),
             history_channel: settings.history_channel.clone(),
         }
     }
 
+    fn client(&self) -> &Client {
+        self.store.client()
+    }
+
     pub fn keys(&self, user: &UserId) -> UserKeys {
-        UserKeys::new(&self.prefix, user)
+        UserKeys::new(self.store.prefix(), user)
     }
 
-    pub fn prefix(&self) -> &str {
-        &self.prefix
+    /// Takes one send from `sender`'s budget, shared by every worker; refuses with the wait.
+    pub async fn spend_send(&self, sender: &UserId) -> Result<(), InboxError> {
+        let retry_ms: u64 = self
+            .client()
+            .eval(
+                RATE_LUA,
+                vec![self.keys(sender).rate],
+                vec![
+                    self.rate_interval_ms.to_string(),
+                    self.rate_burst.to_string(),
+                ],
+            )
+            .await?;
+        if retry_ms == 0 {
+            Ok(())
+        } else {
+            Err(InboxError::Rate { retry_ms })
+        }
     }
 
-    /// Stores `message` in its recipient's inbox, publishes it on the recipient's channel (and
-    /// the hook channels), all in one script. Returns once Redis has it.
+    /// Stores `message` in its recipient's inbox and publishes it on the recipient's channel
+    /// (and the hook channels), all in one script; under `--durability replicated` also waits
+    /// for a replica to have it. Returns once Redis has it as promised.
     pub async fn send(&self, message: Outgoing<'_>) -> Result<Stored, InboxError> {
         let keys = self.keys(message.to);
+        let mut script_keys = vec![keys.inbox.clone(), keys.senders.clone()];
+        if let Some(token) = message.client_msg_id {
+            script_keys.push(keys.sent_marker(message.from, token));
+        }
         let answer: Vec<Value> = self
-            .client
+            .client()
             .eval(
                 SEND_LUA,
-                vec![
-                    keys.inbox,
-                    message.sent_marker.unwrap_or_default().to_owned(),
-                ],
+                script_keys,
                 vec![
                     self.max_messages.to_string(),
                     self.oldest_kept_ms().to_string(),
@@ -125,20 +166,36 @@ impl Inbox {
                     self.offline_channel.clone(),
                     self.history_channel.clone(),
                     self.retry_window.as_millis().to_string(),
+                    message.from.to_owned(),
+                    self.max_per_sender.to_string(),
                 ],
             )
             .await?;
         let text = |value: Option<&Value>| value.and_then(Value::as_string);
-        match (text(answer.first()).as_deref(), text(answer.get(1))) {
-            (Some("stored"), Some(id)) => Ok(Stored::New(id)),
-            (Some("duplicate"), Some(id)) => Ok(Stored::Duplicate(id)),
-            (Some("full"), Some(waiting)) => Err(InboxError::Full {
-                waiting: waiting.parse().unwrap_or(self.max_messages),
-            }),
-            _ => Err(InboxError::Protocol(format!(
-                "send script answered {answer:?}"
-            ))),
-        }
+        let count =
+            |value: Option<&Value>, or: u64| text(value).and_then(|n| n.parse().ok()).unwrap_or(or);
+        let stored = match (text(answer.first()).as_deref(), text(answer.get(1))) {
+            (Some("stored"), Some(id)) => Stored::New(id),
+            (Some("duplicate"), Some(id)) => Stored::Duplicate(id),
+            (Some("full"), _) => {
+                return Err(InboxError::Full {
+                    waiting: count(answer.get(1), self.max_messages),
+                });
+            }
+            (Some("sender_full"), _) => {
+                return Err(InboxError::SenderFull {
+                    waiting: count(answer.get(1), self.max_per_sender),
+                });
+            }
+            _ => {
+                return Err(InboxError::Protocol(format!(
+                    "send script answered {answer:?}"
+                )));
+            }
+        };
+        // A duplicate too: the first send's write may not have reached a replica yet.
+        self.store.confirm(&keys.inbox).await?;
+        Ok(stored)
     }
 
     /// Records a login of `user` from `device`: bumps the login generation, publishes the login
@@ -152,10 +209,10 @@ impl Inbox {
         let keys = self.keys(user);
         let (hook_channel, hook_message) = hook.unwrap_or_default();
         let (generation, waiting, unread): (u64, u64, u64) = self
-            .client
+            .client()
             .eval(
                 LOGIN_LUA,
-                vec![keys.login, keys.inbox, keys.unread],
+                vec![keys.login, keys.inbox, keys.unread, keys.senders],
                 vec![
                     device.as_str().to_owned(),
                     self.oldest_kept_ms().to_string(),
@@ -172,15 +229,6 @@ impl Inbox {
         })
     }
 
-    /// The user's latest login generation and device, if any.
-    pub async fn latest_login(&self, user: &UserId) -> Result<Option<(u64, String)>, InboxError> {
-        let (generation, device): (Option<u64>, Option<String>) = self
-            .client
-            .hmget(self.keys(user).login, vec!["generation", "device"])
-            .await?;
-        Ok(generation.zip(device))
-    }
-
     /// Up to `count` waiting messages with ids above `after`, oldest first.
     pub async fn after(
         &self,
@@ -188,19 +236,29 @@ impl Inbox {
         after: StreamId,
         count: usize,
     ) -> Result<Vec<Waiting>, InboxError> {
-        read_stream(&self.client, self.keys(user).inbox, "b", after, count).await
+        read_stream(self.client(), self.keys(user).inbox, "b", after, count).await
     }
 
-    /// Removes acknowledged messages.
+    /// Removes acknowledged messages (and their senders' counts).
     pub async fn remove(&self, user: &UserId, ids: &[StreamId]) -> Result<(), InboxError> {
-        delete_entries(&self.client, self.keys(user).inbox, ids)
-            .await
-            .map(drop)
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let keys = self.keys(user);
+        let _removed: u64 = self
+            .client()
+            .eval(
+                REMOVE_LUA,
+                vec![keys.inbox, keys.senders],
+                ids.iter().map(StreamId::to_string).collect::<Vec<_>>(),
+            )
+            .await?;
+        Ok(())
     }
 
     /// Publishes a hook message; answers how many subscribers received it.
     pub async fn publish(&self, channel: &str, message: String) -> Result<u64, InboxError> {
-        Ok(self.client.publish(channel, message).await?)
+        Ok(self.client().publish(channel, message).await?)
     }
 
     /// Entries older than this (unix ms) are past the age bound.

@@ -25,7 +25,7 @@ use chat_protocol::{
     bus::{NodeId, Topic},
     people::{
         ChatPayload, DirectMessageFields, GeoHook, LoginAck, LoginPayload, ModerationItem, Pending,
-        SendAck, SessionEvent, SessionHook, StreamId, UserKeys, validate_geo,
+        SendAck, SessionEvent, SessionHook, StreamId, validate_geo,
     },
     push::{Category, MarkReadAck, MarkReadPayload, StoredCategory, UnreadCountAck},
 };
@@ -41,6 +41,7 @@ use crate::{
     config::PeopleSettings,
     hub::{Hub, Occupancy},
     push::unread::Unread,
+    store::StoreError,
     unix_millis,
 };
 
@@ -273,6 +274,20 @@ impl People {
         let request = payload
             .ok_or_else(|| ProtocolError::new(ErrorCode::InvalidPayload, ChatPayload::EXPECTED))?
             .validate(&self.limits)?;
+        inbox
+            .spend_send(&sender.user)
+            .await
+            .map_err(|err| match err {
+                InboxError::Rate { .. } => send_refusal(&err, false),
+                // The send script is issued only after the rate check: nothing was stored.
+                other => {
+                    tracing::debug!(cause = %other, "sender rate check failed");
+                    ProtocolError::new(
+                        ErrorCode::Unavailable,
+                        "the message store did not answer; the message was not stored; retry later",
+                    )
+                }
+            })?;
         let ts = unix_millis();
         if self.settings.moderation {
             let item = ModerationItem {
@@ -296,18 +311,15 @@ impl People {
             ts,
             client_msg_id: request.client_msg_id.as_ref().map(|id| id.as_str()),
         };
-        let marker = request
-            .client_msg_id
-            .as_ref()
-            .map(|id| UserKeys::sent_marker(inbox.prefix(), &sender.user, id.as_str()));
         let stored = inbox
             .send(Outgoing {
                 to: &request.to,
+                from: sender.user.as_str(),
                 body: &fields.body(),
-                sent_marker: marker.as_deref(),
+                client_msg_id: request.client_msg_id.as_ref().map(|id| id.as_str()),
             })
             .await
-            .map_err(|err| send_refusal(&err))?;
+            .map_err(|err| send_refusal(&err, request.client_msg_id.is_some()))?;
         Ok(match stored {
             Stored::New(id) => Sent {
                 id,
@@ -375,13 +387,13 @@ impl People {
         let Some(inbox) = &self.inbox else { return };
         match moderation::approved(item, &self.limits) {
             Ok(approved) => {
-                let marker = UserKeys::sent_marker(inbox.prefix(), &approved.from, &approved.token);
                 let fields = approved.fields();
                 let outcome = inbox
                     .send(Outgoing {
                         to: &approved.to,
+                        from: approved.from.as_str(),
                         body: &fields.body(),
-                        sent_marker: Some(&marker),
+                        client_msg_id: Some(&approved.token),
                     })
                     .await;
                 match outcome {
@@ -524,14 +536,24 @@ fn without_redis() -> ProtocolError {
     )
 }
 
+/// A store that failed to answer a read or an idempotent write: retrying is safe.
 fn unavailable(err: &InboxError) -> ProtocolError {
+    tracing::debug!(cause = %err, "people store unavailable");
     ProtocolError::new(
         ErrorCode::Unavailable,
-        format!("the message store is unreachable ({err}); nothing was changed, retry later"),
+        "the message store did not answer; retry later",
     )
 }
 
-fn send_refusal(err: &InboxError) -> ProtocolError {
+/// Why a direct message was refused. Redis failing to answer does not say whether the message
+/// was stored (the script may have run after the worker stopped waiting), and the answer says
+/// so: a retry with the same `clientMsgId` is never stored twice.
+fn send_refusal(err: &InboxError, has_client_msg_id: bool) -> ProtocolError {
+    let retry = if has_client_msg_id {
+        "retry with the same clientMsgId: a retry is never stored twice"
+    } else {
+        "give the message a clientMsgId and retry with the same one, so a retry is never stored twice"
+    };
     match err {
         InboxError::Full { waiting } => ProtocolError::new(
             ErrorCode::InboxFull,
@@ -539,6 +561,32 @@ fn send_refusal(err: &InboxError) -> ProtocolError {
                 "the recipient has {waiting} messages waiting, the most allowed; the message was not stored"
             ),
         ),
-        other => unavailable(other),
+        InboxError::SenderFull { waiting } => ProtocolError::new(
+            ErrorCode::InboxFull,
+            format!(
+                "the recipient has {waiting} of your messages waiting, the most one sender may have there; the message was not stored"
+            ),
+        ),
+        InboxError::Rate { retry_ms } => ProtocolError::new(
+            ErrorCode::RateLimited,
+            format!(
+                "too many direct messages from this user (on all of its connections); the message was not stored; retry in {retry_ms} ms"
+            ),
+        ),
+        InboxError::Store(StoreError::NotReplicated { timeout_ms }) => ProtocolError::new(
+            ErrorCode::Unavailable,
+            format!(
+                "the message was stored, but no Redis replica confirmed it within {timeout_ms} ms, so a failover could lose it; {retry}"
+            ),
+        ),
+        other => {
+            tracing::debug!(cause = %other, "direct message store unavailable");
+            ProtocolError::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "the message store did not answer in time, so the message may or may not have been stored; {retry}"
+                ),
+            )
+        }
     }
 }

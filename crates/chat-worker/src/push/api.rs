@@ -15,7 +15,7 @@ use axum::{
     routing::{get, post},
 };
 use chat_protocol::{
-    Limits, ProtocolError,
+    ClientMsgId, Limits, ProtocolError,
     push::{
         ApiError, ApiErrorBody, BroadcastRequest, BroadcastResponse, LEGACY_EVENT,
         LegacyPushRequest, NotificationFields, PushRequest, parse_event_name, parse_users,
@@ -69,15 +69,48 @@ impl From<ProtocolError> for Refusal {
     }
 }
 
-impl From<InboxError> for Refusal {
-    fn from(err: InboxError) -> Self {
-        tracing::warn!(cause = %err, "push failed");
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            format!("redis is unreachable ({err}); retry later"),
+/// A push that Redis did not (or did not durably) confirm. Whether it had an effect is unknown
+/// (a script may run after the worker stopped waiting for it), and the answer says so.
+fn unconfirmed(err: &InboxError, idempotency_key: Option<&str>) -> Refusal {
+    tracing::warn!(cause = %err, "push not confirmed");
+    let retry = if idempotency_key.is_some() {
+        "retry with the same Idempotency-Key: a retry delivers and stores nothing twice"
+    } else {
+        "send an Idempotency-Key header and retry with the same one, so that a retry delivers and stores nothing twice"
+    };
+    let what = match err {
+        InboxError::Store(crate::store::StoreError::NotReplicated { timeout_ms }) => format!(
+            "the notification was stored, but no Redis replica confirmed it within {timeout_ms} ms, so a failover could lose it"
+        ),
+        _ => "Redis did not answer in time, so the notification may or may not have been delivered or stored".to_owned(),
+    };
+    Refusal::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        format!("{what}; {retry}"),
+    )
+}
+
+/// The request's `Idempotency-Key` header, if any: a retry with the same key does nothing
+/// twice per user. Same alphabet and length as a `clientMsgId`.
+fn idempotency_key(headers: &HeaderMap, limits: &Limits) -> Result<Option<String>, Refusal> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .and_then(|text| ClientMsgId::parse(text, limits).ok());
+    key.map(|key| Some(key.as_str().to_owned())).ok_or_else(|| {
+        Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_idempotency_key",
+            format!(
+                "the Idempotency-Key header must be 1 to {} characters of A-Za-z0-9_-.:@",
+                limits.max_user_id_len
+            ),
         )
-    }
+    })
 }
 
 impl IntoResponse for Refusal {
@@ -154,6 +187,7 @@ async fn push(
     body: Body,
 ) -> Result<impl IntoResponse, Refusal> {
     let (request, pusher): (PushRequest, _) = admit(&state, &headers, body).await?;
+    let idempotency_key = idempotency_key(&headers, &state.limits)?;
     let users = parse_users(request.users, "users", &state.limits)?;
     let event = parse_event_name(request.event.as_deref())?;
     let body = NotificationFields {
@@ -169,8 +203,10 @@ async fn push(
             body: &body,
             store: request.store,
             remove_on_ack: false,
+            idempotency_key: idempotency_key.as_deref(),
         })
-        .await?;
+        .await
+        .map_err(|err| unconfirmed(&err, idempotency_key.as_deref()))?;
     Ok(json(&counts))
 }
 
@@ -187,7 +223,10 @@ async fn broadcast(
         ts: unix_millis(),
     }
     .body();
-    let workers = pusher.broadcast(room.as_ref(), &body).await?;
+    let workers = pusher
+        .broadcast(room.as_ref(), &body)
+        .await
+        .map_err(|err| unconfirmed(&err, None))?;
     Ok(json(&BroadcastResponse { ok: true, workers }))
 }
 
@@ -198,6 +237,7 @@ async fn legacy_push(
     body: Body,
 ) -> Result<impl IntoResponse, Refusal> {
     let (request, pusher): (LegacyPushRequest, _) = admit(&state, &headers, body).await?;
+    let idempotency_key = idempotency_key(&headers, &state.limits)?;
     let users = parse_users(request.tokens, "tokens", &state.limits)?;
     // The payload is `data` itself: strip its `{` to fit the body convention, or refuse a
     // non-object (old clients always sent objects).
@@ -215,8 +255,10 @@ async fn legacy_push(
             body,
             store: false,
             remove_on_ack: false,
+            idempotency_key: idempotency_key.as_deref(),
         })
-        .await?;
+        .await
+        .map_err(|err| unconfirmed(&err, idempotency_key.as_deref()))?;
     Ok(json(&counts))
 }
 

@@ -11,21 +11,24 @@ use std::time::Duration;
 
 use chat_protocol::{
     Limits, ProtocolError, RoomId, UserId,
-    people::{UserKeys, push_frame},
+    keys::{self, UserKeys},
+    people::push_frame,
     push::{
         Category, ChannelNotification, NOTIFICATION_EVENT, NotificationFields, PushResponse,
         parse_users,
     },
 };
 use fred::{
-    prelude::{Client, KeysInterface, PubsubInterface},
+    prelude::{Client, KeysInterface, LuaInterface, PubsubInterface},
     types::{Expiration, SetOptions},
 };
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use self::unread::Unread;
-use crate::{people::inbox::InboxError, unix_millis};
+use crate::{config::PushSettings, people::inbox::InboxError, store::Store, unix_millis};
+
+const PUBLISH_LUA: &str = include_str!("lua/publish.lua");
 
 /// How long a worker's claim on a `notification` channel message lasts: every worker hears
 /// each message, and the first to claim it handles it. Identical messages within this window
@@ -40,6 +43,8 @@ pub struct Push<'a> {
     pub body: &'a str,
     pub store: bool,
     pub remove_on_ack: bool,
+    /// The API request's `Idempotency-Key`: a retry with it does nothing twice per user.
+    pub idempotency_key: Option<&'a str>,
 }
 
 /// What crosses the broadcast channel: `{"room":..,"event":..,"payload":..}`.
@@ -54,49 +59,66 @@ pub struct Announcement<'a> {
 
 #[derive(Clone)]
 pub struct Pusher {
-    client: Client,
-    prefix: String,
+    store: Store,
     unread: Unread,
     limits: Limits,
+    idempotency_window: Duration,
 }
 
 impl Pusher {
-    pub fn new(client: Client, prefix: &str, unread: Unread, limits: Limits) -> Self {
+    pub fn new(store: Store, unread: Unread, limits: Limits, settings: &PushSettings) -> Self {
         Self {
-            client,
-            prefix: prefix.to_owned(),
+            store,
             unread,
             limits,
+            idempotency_window: Duration::from_secs(settings.idempotency_window_secs),
         }
+    }
+
+    fn client(&self) -> &Client {
+        self.store.client()
     }
 
     /// The channel every worker hears announcements on.
     pub fn broadcast_channel(prefix: &str) -> String {
-        format!("{prefix}broadcast")
+        keys::broadcast_channel(prefix)
     }
 
     /// Delivers a notification to every logged-in socket of `users`, storing it first if asked.
     pub async fn push(&self, push: Push<'_>) -> Result<PushResponse, InboxError> {
         if push.store {
-            let online = self
+            let outcome = self
                 .unread
-                .store(push.users, push.body, push.event, push.remove_on_ack)
+                .store(
+                    push.users,
+                    push.body,
+                    push.event,
+                    push.remove_on_ack,
+                    push.idempotency_key,
+                )
                 .await?;
             return Ok(PushResponse {
                 ok: true,
-                online,
-                stored: push.users.len(),
+                online: outcome.online,
+                stored: outcome.stored,
+                duplicates: outcome.duplicates,
             });
         }
         let mut payload = String::with_capacity(push.body.len() + 1);
         payload.push('{');
         payload.push_str(push.body);
         let frame = push_frame(push.event, &payload);
-        let pipeline = self.client.pipeline();
+        if let Some(key) = push.idempotency_key {
+            return self.publish_once(push.users, &frame, key).await;
+        }
+        let pipeline = self.client().pipeline();
         for user in push.users {
             // Queuing into a pipeline only buffers the command.
             let _: Result<(), _> = pipeline
-                .spublish(UserKeys::new(&self.prefix, user).channel, frame.as_str())
+                .spublish(
+                    UserKeys::new(self.store.prefix(), user).channel,
+                    frame.as_str(),
+                )
                 .await;
         }
         let reached: Vec<u64> = pipeline.all().await?;
@@ -104,7 +126,42 @@ impl Pusher {
             ok: true,
             online: reached.iter().filter(|count| **count > 0).count(),
             stored: 0,
+            duplicates: 0,
         })
+    }
+
+    /// Publishes `frame` to each user's channel unless this idempotency key reached the user
+    /// already (one script per user: its marker and channel share the user's hash slot).
+    async fn publish_once(
+        &self,
+        users: &[UserId],
+        frame: &str,
+        idempotency_key: &str,
+    ) -> Result<PushResponse, InboxError> {
+        let mut response = PushResponse {
+            ok: true,
+            online: 0,
+            stored: 0,
+            duplicates: 0,
+        };
+        for user in users {
+            let keys = UserKeys::new(self.store.prefix(), user);
+            let (online, duplicate): (u64, u64) = self
+                .client()
+                .eval(
+                    PUBLISH_LUA,
+                    vec![keys.idempotency_marker(idempotency_key)],
+                    vec![
+                        keys.channel,
+                        frame.to_owned(),
+                        self.idempotency_window.as_millis().to_string(),
+                    ],
+                )
+                .await?;
+            response.online += online as usize;
+            response.duplicates += duplicate as usize;
+        }
+        Ok(response)
     }
 
     /// Announces `body` to every connected socket, or to the members of `room`, on every
@@ -119,8 +176,8 @@ impl Pusher {
         };
         let frame = serde_json::to_string(&announcement).unwrap_or_default();
         Ok(self
-            .client
-            .publish(Self::broadcast_channel(&self.prefix), frame)
+            .client()
+            .publish(Self::broadcast_channel(self.store.prefix()), frame)
             .await?)
     }
 
@@ -165,6 +222,7 @@ impl Pusher {
             body: &body,
             store,
             remove_on_ack: store,
+            idempotency_key: None,
         };
         match self.push(push).await {
             Ok(counts) => tracing::debug!(
@@ -178,9 +236,9 @@ impl Pusher {
 
     /// Whether this worker is the first to claim `message` within [`CLAIM_WINDOW`].
     async fn claim(&self, message: &str) -> Result<bool, InboxError> {
-        let key = format!("{}claim:{}", self.prefix, fred::util::sha1_hash(message));
+        let key = keys::claim_key(self.store.prefix(), &fred::util::sha1_hash(message));
         let set: Option<String> = self
-            .client
+            .client()
             .set(
                 key,
                 1,
