@@ -251,10 +251,12 @@ export function redisCommand(port, ...args) {
  */
 export async function startRedis({ persistent = false, args = [] } = {}) {
   const port = await freePort();
-  let persistence = ["--save", "", "--appendonly", "no"];
+  // Its own directory even without persistence: a replica writes the RDB it syncs from its
+  // master there, and nothing may land in the checkout.
+  const dir = mkdtempSync(path.join(os.tmpdir(), "chat-redis-"));
+  tempDirs.add(dir);
+  let persistence = ["--save", "", "--appendonly", "no", "--dir", dir];
   if (persistent) {
-    const dir = mkdtempSync(path.join(os.tmpdir(), "chat-redis-"));
-    tempDirs.add(dir);
     persistence = ["--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", dir];
   }
   const redis = {
