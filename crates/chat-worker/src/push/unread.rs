@@ -64,6 +64,7 @@ impl Unread {
             args.extend(keys.iter().map(|k| k.channel.clone()));
             let streams: Vec<String> = keys.into_iter().map(|k| k.unread).collect();
             // EVAL, not EVALSHA, for the order of pushes (see people::inbox).
+            let _timer = crate::metrics::redis_command_timer();
             let reached: u64 = self.client.eval(STORE_LUA, streams, args).await?;
             online += reached as usize;
         }
