@@ -2,7 +2,8 @@
 # The one test command: installs what is missing, builds, runs every test.
 #   1. Rust: unit tests, workers in process, real processes against a real redis-server
 #   2. JavaScript: the official socket.io client against real workers, Redis and nginx, and
-#      the chat page in headless Chromium
+#      the chat page and the admin console in headless Chromium (with Python's prometheus_client
+#      reading /metrics, from tests/requirements.txt in tests/.venv)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +17,10 @@ cargo build --locked -p chat-cluster
 
 section "rust tests"
 cargo test --locked --workspace
+
+section "python test dependencies (tests/requirements.txt, in tests/.venv)"
+[ -x tests/.venv/bin/python ] || python3 -m venv tests/.venv
+tests/.venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 
 section "javascript end-to-end tests"
 (cd tests && npm ci --no-audit --no-fund --loglevel=error)
