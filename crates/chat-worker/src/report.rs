@@ -71,6 +71,10 @@ impl Reporter {
                 }
             }
         });
+        if self.pipe.is_none() {
+            // Nobody reads metrics: a worker run on its own.
+            return;
+        }
         let reporter = Arc::clone(self);
         tokio::spawn(async move {
             let mut last_rooms = None;
