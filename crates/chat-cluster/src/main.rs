@@ -12,13 +12,17 @@ use clap::{CommandFactory, FromArgMatches};
 fn main() -> ExitCode {
     let matches = cli::Cli::command().get_matches();
     let cli = cli::Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
-    logging::init(cli.log_format(), cli.log_identity());
+    let log_format = cli.log_format();
+    logging::init(log_format, cli.log_identity());
     match cli::run(cli, &matches) {
         Ok(code) => code,
         Err(err) => {
-            // One report with the whole chain of causes.
+            // One report with the whole chain of causes; a plain line too, unless stderr carries
+            // JSON lines only.
             tracing::error!("{err:#}");
-            eprintln!("chat-cluster: {err:#}");
+            if log_format == chat_supervisor::LogFormat::Text {
+                eprintln!("chat-cluster: {err:#}");
+            }
             ExitCode::FAILURE
         }
     }

@@ -22,7 +22,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::state::{ClusterState, WorkerSlot};
+use crate::state::{ClusterState, SlotMetrics};
 
 /// The `Content-Type` of a scrape's answer.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -66,37 +66,26 @@ impl Collector for SlotsCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         use MetricType::{Counter, Gauge, Histogram};
         // A copy, so that no lock is held while the text is written.
-        let slots: Vec<(WorkerSlot, chat_protocol::report::MetricsSnapshot)> = self
-            .state
-            .slots()
-            .into_iter()
-            .map(|slot| {
-                let totals = slot.totals();
-                (slot, totals)
-            })
-            .collect();
-        let worker = |slot: &WorkerSlot| [("worker", slot.id.to_string())];
+        let slots = self.state.metrics_view();
+        let worker = |slot: &SlotMetrics| [("worker", slot.id.to_string())];
 
         let mut gauge = |family: Family,
-                         value: &dyn Fn(
-            &WorkerSlot,
-            &chat_protocol::report::MetricsSnapshot,
-        ) -> Option<u64>|
+                         value: &dyn Fn(&SlotMetrics) -> Option<u64>|
          -> Result<(), std::fmt::Error> {
             let mut metric =
                 encoder.encode_descriptor(family.name, family.help, None, family.kind)?;
-            for (slot, totals) in &slots {
-                if let Some(value) = value(slot, totals) {
+            for slot in &slots {
+                if let Some(value) = value(slot) {
                     let labels = worker(slot);
                     metric.encode_family(&labels)?.encode_gauge(&value)?;
                 }
             }
             Ok(())
         };
-        let up = |slot: &WorkerSlot| slot.metrics.is_some();
+        let up = |slot: &SlotMetrics| slot.reporting;
         gauge(
             family("chat_connections", "Open socket.io connections.", Gauge),
-            &|slot, _| Some(slot.connections()),
+            &|slot| Some(slot.connections),
         )?;
         gauge(
             family(
@@ -104,7 +93,7 @@ impl Collector for SlotsCollector {
                 "Rooms with at least one member on the worker.",
                 Gauge,
             ),
-            &|slot, _| Some(slot.rooms),
+            &|slot| Some(slot.rooms),
         )?;
         gauge(
             family(
@@ -112,7 +101,7 @@ impl Collector for SlotsCollector {
                 "Users with at least one logged-in socket on the worker.",
                 Gauge,
             ),
-            &|slot, totals| up(slot).then_some(totals.logged_in_users),
+            &|slot| up(slot).then_some(slot.totals.logged_in_users),
         )?;
         gauge(
             family(
@@ -120,7 +109,7 @@ impl Collector for SlotsCollector {
                 "1 while the worker process serves, 0 while it starts, drains or is down.",
                 Gauge,
             ),
-            &|slot, _| Some(u64::from(slot.state == WorkerState::Ready)),
+            &|slot| Some(u64::from(slot.state == WorkerState::Ready)),
         )?;
         gauge(
             family(
@@ -128,7 +117,7 @@ impl Collector for SlotsCollector {
                 "1 while the worker's Redis bus is connected, else 0 (absent while the worker is down).",
                 Gauge,
             ),
-            &|slot, totals| up(slot).then_some(u64::from(totals.redis_up)),
+            &|slot| up(slot).then_some(u64::from(slot.totals.redis_up)),
         )?;
         gauge(
             family(
@@ -136,20 +125,18 @@ impl Collector for SlotsCollector {
                 "Resident memory of the worker process, in bytes.",
                 Gauge,
             ),
-            &|slot, totals| up(slot).then_some(totals.rss_bytes),
+            &|slot| up(slot).then_some(slot.totals.rss_bytes),
         )?;
 
         let mut counter =
-            |family: Family,
-             value: &dyn Fn(&WorkerSlot, &chat_protocol::report::MetricsSnapshot) -> u64|
-             -> Result<(), std::fmt::Error> {
+            |family: Family, value: &dyn Fn(&SlotMetrics) -> u64| -> Result<(), std::fmt::Error> {
                 let mut metric =
                     encoder.encode_descriptor(family.name, family.help, None, family.kind)?;
-                for (slot, totals) in &slots {
+                for slot in &slots {
                     let labels = worker(slot);
                     metric
                         .encode_family(&labels)?
-                        .encode_counter::<NoLabelSet, _, u64>(&value(slot, totals), None)?;
+                        .encode_counter::<NoLabelSet, _, u64>(&value(slot), None)?;
                 }
                 Ok(())
             };
@@ -159,7 +146,7 @@ impl Collector for SlotsCollector {
                 "socket.io events written to clients (handed to a websocket or a long-polling response).",
                 Counter,
             ),
-            &|_, totals| totals.deliveries,
+            &|slot| slot.totals.deliveries,
         )?;
         counter(
             family(
@@ -167,7 +154,7 @@ impl Collector for SlotsCollector {
                 "Room frames Redis accepted for publishing.",
                 Counter,
             ),
-            &|_, totals| totals.bus_published,
+            &|slot| slot.totals.bus_published,
         )?;
         counter(
             family(
@@ -175,7 +162,7 @@ impl Collector for SlotsCollector {
                 "Frames received from Redis (rooms, users, backend channels).",
                 Counter,
             ),
-            &|_, totals| totals.bus_received,
+            &|slot| slot.totals.bus_received,
         )?;
         counter(
             family(
@@ -183,7 +170,7 @@ impl Collector for SlotsCollector {
                 "Times the supervisor started the worker again after it exited.",
                 Counter,
             ),
-            &|slot, _| u64::from(slot.restarts),
+            &|slot| u64::from(slot.restarts),
         )?;
 
         {
@@ -193,7 +180,8 @@ impl Collector for SlotsCollector {
                 None,
                 Counter,
             )?;
-            for (slot, totals) in &slots {
+            for slot in &slots {
+                let totals = &slot.totals;
                 let labels = worker(slot);
                 metric
                     .encode_family(&labels)?
@@ -213,7 +201,8 @@ impl Collector for SlotsCollector {
          -> Result<(), std::fmt::Error> {
             let mut metric =
                 encoder.encode_descriptor(family.name, family.help, None, family.kind)?;
-            for (slot, totals) in &slots {
+            for slot in &slots {
+                let totals = &slot.totals;
                 for value in values {
                     let count = map(totals).get(*value).copied().unwrap_or(0);
                     let labels = [
@@ -255,7 +244,8 @@ impl Collector for SlotsCollector {
              -> Result<(), std::fmt::Error> {
                 let mut metric =
                     encoder.encode_descriptor(family.name, family.help, None, family.kind)?;
-                for (slot, totals) in &slots {
+                for slot in &slots {
+                    let totals = &slot.totals;
                     let snapshot = value(totals);
                     let buckets: Vec<(f64, u64)> = bounds
                         .iter()

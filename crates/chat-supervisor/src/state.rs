@@ -46,6 +46,20 @@ pub struct WorkerSlot {
     history: VecDeque<Sample>,
 }
 
+/// One slot as `/metrics` shows it: see [`ClusterState::metrics_view`].
+#[derive(Debug, Clone)]
+pub struct SlotMetrics {
+    pub id: u32,
+    pub state: WorkerState,
+    pub connections: u64,
+    pub rooms: u64,
+    pub restarts: u32,
+    /// Whether the current process has sent metrics (its gauges are known).
+    pub reporting: bool,
+    /// Counters of every process of the slot, gauges of the current one.
+    pub totals: MetricsSnapshot,
+}
+
 /// One second of a worker's life, for the console's charts.
 #[derive(Debug, Clone, Copy, Default)]
 struct Sample {
@@ -134,9 +148,21 @@ impl ClusterState {
         }
     }
 
-    /// A copy of every slot, for an encoder that must not hold the lock while it writes.
-    pub fn slots(&self) -> Vec<WorkerSlot> {
-        self.lock().clone()
+    /// What `/metrics` shows of every slot, copied under the lock (without the history), for
+    /// an encoder that must not hold the lock while it writes.
+    pub fn metrics_view(&self) -> Vec<SlotMetrics> {
+        self.lock()
+            .iter()
+            .map(|slot| SlotMetrics {
+                id: slot.id,
+                state: slot.state,
+                connections: slot.connections(),
+                rooms: slot.rooms,
+                restarts: slot.restarts,
+                reporting: slot.metrics.is_some(),
+                totals: slot.totals(),
+            })
+            .collect()
     }
 
     /// Takes one history sample of every worker (call every [`SAMPLE_INTERVAL`]).
