@@ -22,12 +22,12 @@ pub const MAX_LINE: usize = 4000;
 pub const EVENT_LABELS: [&str; 9] = [
     "join",
     "say",
-    "login",
-    "chat",
-    "hb",
-    "geo",
-    "mark_read",
-    "unread_count",
+    crate::people::LOGIN_EVENT,
+    crate::people::CHAT_EVENT,
+    crate::people::HEARTBEAT_EVENT,
+    crate::people::GEO_EVENT,
+    crate::push::MARK_READ_EVENT,
+    crate::push::UNREAD_COUNT_EVENT,
     "other",
 ];
 
