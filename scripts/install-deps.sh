@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system packages the product and its tests need, only those missing.
-# Debian's redis-server and nginx; `--with-browser` adds chromium for browser tests.
+# Debian's redis-server and nginx; `--with-browser` adds what the tests need: chromium,
+# python3-venv and systemd-analyze.
 # Idempotent: a machine that has everything runs no apt command at all.
 set -euo pipefail
 
@@ -12,6 +13,9 @@ command -v node >/dev/null 2>&1 || want+=(nodejs npm)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || want+=(python3 python3-venv)
 if [ "${1:-}" = "--with-browser" ]; then
   command -v chromium >/dev/null 2>&1 || want+=(chromium)
+  # The tests' Python venv (tests/requirements.txt) and the systemd unit's check.
+  python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || want+=(python3-venv)
+  command -v systemd-analyze >/dev/null 2>&1 || want+=(systemd)
 fi
 
 if [ ${#want[@]} -gt 0 ]; then

@@ -23,7 +23,7 @@ supervisor, and nginx in front. Open the printed URL; Ctrl-C stops what this scr
                       127.0.0.1:6379, else a private redis-server on the first free port from 6379
   --workers N         worker processes (default: CHAT_WORKERS, else the number of CPUs)
   --base-port P       port of the first worker; workers use P..P+N-1 (default 6001)
-  --admin-port P      supervisor status port, http://127.0.0.1:P/status (default 9100)
+  --admin-port P      supervisor admin port: console http://127.0.0.1:P/, /status, /metrics (default 9100)
   --http-port P       nginx port, where browsers connect (default 8080)
   --no-build          use the existing target/release/chat-cluster, do not run cargo
   --bin PATH          run this chat-cluster binary instead (implies --no-build)
@@ -261,9 +261,10 @@ mv "$nginx_conf.new" "$nginx_conf"
 # --- supervisor ---------------------------------------------------------------------------------
 chat_url="http://127.0.0.1:$http_port/?roomid=lobby"
 status_url="http://127.0.0.1:$admin_port/status"
+console_url="http://127.0.0.1:$admin_port/"
 supervisor_log=$run_dir/supervisor.log
 supervise=("$bin" supervise --workers "$workers" --base-port "$base_port" --admin-port "$admin_port"
-  --redis-url "$redis_url" --console-note "chat: $chat_url   status: $status_url" ${extra[@]+"${extra[@]}"})
+  --redis-url "$redis_url" --console-note "chat: $chat_url   console: $console_url" ${extra[@]+"${extra[@]}"})
 if [ -t 1 ]; then
   # The console redraws the terminal every second, which would wipe log lines: they go to a file.
   : >"$supervisor_log"
@@ -292,7 +293,8 @@ ready=0
 for _ in $(seq 1 150); do
   alive_or_die supervisor "$supervisor" "$supervisor_log"
   alive_or_die nginx "${pids[-1]}" "$nginx_dir/error.log"
-  if http_ok "$http_port" /monitor && http_ok "$admin_port" /status; then ready=1; break; fi
+  # With CHAT_ADMIN_TOKEN set, /status answers 401 to this unauthenticated check: the port answers.
+  if http_ok "$http_port" /monitor && { http_ok "$admin_port" /status || { [ -n "${CHAT_ADMIN_TOKEN:-}" ] && port_busy "$admin_port"; }; }; then ready=1; break; fi
   sleep 0.2
 done
 [ "$ready" = 1 ] || die "the cluster did not answer through nginx within 30 s; see the supervisor's log ($supervisor_stderr) and $nginx_dir/error.log"
@@ -300,7 +302,7 @@ done
 cat >&2 <<EOF
 
   chat:    $chat_url
-  status:  $status_url
+  console: $console_url   (live counts and charts; $status_url, /metrics for Prometheus)
   push:    curl -H "Authorization: Bearer \$(cat ${CHAT_API_KEY_FILE:-<your key file>})" -H 'content-type: application/json' \\
              -d '{"category":"announcement","data":{"text":"hello"}}' http://127.0.0.1:$http_port/api/broadcast
   logs:    supervisor and workers: $supervisor_stderr; nginx: $nginx_dir/error.log

@@ -2,8 +2,9 @@
 # The one test command: installs what is missing, builds, runs every test.
 #   1. Rust: unit tests, workers in process, real processes against a real redis-server
 #   2. JavaScript: the official socket.io client against real workers, Redis and nginx, and
-#      the chat page in headless Chromium; the Python socket.io client (python-socketio, in
-#      tests/.venv from the pins of tests/requirements.txt) driven from the same tests
+#      the chat page and the admin console in headless Chromium; the Python socket.io client
+#      (python-socketio) and Python's prometheus_client, from the pins of tests/requirements.txt
+#      in tests/.venv, driven from the same tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

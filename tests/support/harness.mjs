@@ -293,8 +293,8 @@ export async function startRedis({ persistent = false, args = [] } = {}) {
   return redis;
 }
 
-async function getJson(url) {
-  const response = await fetch(url, { signal: AbortSignal.timeout(5000) });
+async function getJson(url, headers = {}) {
+  const response = await fetch(url, { headers, signal: AbortSignal.timeout(5000) });
   if (!response.ok) throw new Error(`${url} answered ${response.status}`);
   return response.json();
 }
@@ -306,8 +306,11 @@ function withoutWorkerSettings() {
   return env;
 }
 
-/** `chat-cluster supervise` with its JSON console lines collected in `lines`. */
-export async function startCluster({ workers = 2, redisUrl, extraArgs = [], env = {} }) {
+/** `chat-cluster supervise` with its JSON console lines collected in `lines`; `adminToken` sets
+ * CHAT_ADMIN_TOKEN and is sent by `status()`. */
+export async function startCluster({ workers = 2, redisUrl, extraArgs = [], env = {}, adminToken }) {
+  const adminHeaders = adminToken ? { authorization: `Bearer ${adminToken}` } : {};
+  if (adminToken) env = { ...env, CHAT_ADMIN_TOKEN: adminToken };
   const basePort = await freePortRange(workers);
   const adminPort = await freePort();
   const child = track(
@@ -350,7 +353,7 @@ export async function startCluster({ workers = 2, redisUrl, extraArgs = [], env 
     lines,
     exited,
     url: (i) => `http://127.0.0.1:${basePort + i}`,
-    status: () => getJson(`http://127.0.0.1:${adminPort}/status`),
+    status: () => getJson(`http://127.0.0.1:${adminPort}/status`, adminHeaders),
     /** Resolves with the first console line, from now on or already printed after `since`, that matches. */
     waitLine(what, predicate, { since = 0, timeoutMs = WAIT_MS } = {}) {
       const seen = lines.slice(since).find(predicate);

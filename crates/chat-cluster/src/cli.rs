@@ -1,10 +1,10 @@
 //! The command line: `supervise`, `worker`, `nginx-config`, `check-config`, `conformance`.
 
-use std::{net::SocketAddr, os::fd::FromRawFd, path::PathBuf};
+use std::{net::SocketAddr, os::fd::FromRawFd, path::PathBuf, process::ExitCode};
 
 use anyhow::Context;
 use chat_supervisor::{
-    SupervisorSettings,
+    LogFormat, SupervisorSettings,
     nginx::{self, NginxOptions},
 };
 use chat_worker::{BusKind, WorkerSettings, listener, report::Reporter};
@@ -17,8 +17,36 @@ use clap::{Parser, Subcommand};
     about = "A horizontally scaled socket.io chat cluster"
 )]
 pub struct Cli {
+    /// Log lines on stderr: `text`, or `json` (one object per line with timestamp, level,
+    /// worker, message and fields). The supervisor starts its workers with the same.
+    #[arg(
+        long,
+        global = true,
+        env = "CHAT_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    log_format: LogFormat,
+
     #[command(subcommand)]
     command: Command,
+}
+
+impl Cli {
+    pub fn log_format(&self) -> LogFormat {
+        self.log_format
+    }
+
+    /// Who writes this process's log lines: `supervisor`, a worker's id, or the subcommand.
+    pub fn log_identity(&self) -> String {
+        match &self.command {
+            Command::Supervise(_) => "supervisor".to_owned(),
+            Command::Worker(args) => args.worker_id.to_string(),
+            Command::NginxConfig(_) => "nginx-config".to_owned(),
+            Command::CheckConfig(_) => "check-config".to_owned(),
+            Command::Conformance(_) => "conformance".to_owned(),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -29,7 +57,8 @@ enum Command {
     Worker(WorkerArgs),
     /// Print an nginx config for an ip_hash upstream over the workers.
     NginxConfig(NginxArgs),
-    /// Print the settings `supervise` would run with, after flags and environment.
+    /// Check the settings `supervise` would run with (flags, environment, files, URLs, ports)
+    /// and print them, secrets redacted; exit 2 with one line on the first error.
     CheckConfig(SupervisorSettings),
     /// Serve the fixture of the socket.io and engine.io protocol test suites.
     Conformance(ConformanceArgs),
@@ -89,30 +118,59 @@ struct NginxArgs {
     ping_cycle_secs: u64,
 }
 
-pub fn run(cli: Cli) -> anyhow::Result<()> {
+/// `matches`: what clap parsed `cli` from (check-config reports where each value came from).
+pub fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
+    let log_format = cli.log_format;
     match cli.command {
-        Command::Supervise(settings) => {
-            current_thread_runtime()?.block_on(chat_supervisor::run(settings))
+        Command::Supervise(mut settings) => {
+            settings.log_format = log_format;
+            current_thread_runtime()?.block_on(chat_supervisor::run(settings))?;
         }
-        Command::Worker(args) => run_worker(args),
-        Command::NginxConfig(args) => {
-            print!("{}", nginx::render(&nginx_options(args)?));
-            Ok(())
-        }
-        Command::CheckConfig(settings) => {
-            settings
-                .validate()
-                .map_err(|msg| anyhow::anyhow!(msg))
-                .context("invalid settings")?;
-            println!("workers: {}", settings.worker_count());
-            println!("{settings:#?}");
-            Ok(())
-        }
+        Command::Worker(args) => run_worker(args)?,
+        Command::NginxConfig(args) => print!("{}", nginx::render(&nginx_options(args)?)),
+        Command::CheckConfig(settings) => return Ok(check_config(&settings, matches)),
         Command::Conformance(args) => current_thread_runtime()?.block_on(async move {
             let stop = stop_signal()?;
             crate::conformance::serve(SocketAddr::new(args.bind, args.port), stop).await
-        }),
+        })?,
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Exit status of `check-config` for settings that would not start (as for a usage error).
+const INVALID_SETTINGS: u8 = 2;
+
+fn check_config(settings: &SupervisorSettings, matches: &clap::ArgMatches) -> ExitCode {
+    if let Err(error) = chat_supervisor::check::check(settings) {
+        eprintln!("chat-cluster check-config: {error}");
+        return ExitCode::from(INVALID_SETTINGS);
+    }
+    let probed = current_thread_runtime()
+        .map_err(|err| err.to_string())
+        .and_then(|runtime| runtime.block_on(chat_supervisor::check::probe_redis(settings)));
+    match probed {
+        Ok(None) => {}
+        Ok(Some(warning)) => eprintln!("chat-cluster check-config: warning: {warning}"),
+        Err(error) => {
+            eprintln!("chat-cluster check-config: {error}");
+            return ExitCode::from(INVALID_SETTINGS);
+        }
+    }
+    let mut command = <Cli as clap::CommandFactory>::command();
+    // Built, so that global flags (--log-format) are listed under the subcommand too.
+    command.build();
+    let (Some(sub_command), Some(sub_matches)) = (
+        command.find_subcommand("check-config"),
+        matches.subcommand_matches("check-config"),
+    ) else {
+        // Only reached through the check-config subcommand, which both name.
+        return ExitCode::FAILURE;
+    };
+    println!("# chat-cluster check-config: the settings are valid; effective values:");
+    for line in chat_supervisor::check::effective_settings(sub_command, sub_matches, settings) {
+        println!("{line}");
+    }
+    ExitCode::SUCCESS
 }
 
 /// Workers and the supervisor each run on one thread: one worker per CPU is the unit of

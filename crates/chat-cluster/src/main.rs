@@ -1,35 +1,29 @@
-//! The `chat-cluster` binary: parses the command line and hands over to the supervisor, worker
-//! or config-printing library code.
+//! The `chat-cluster` binary: parses the command line, sets up logging, and hands over to the
+//! supervisor, worker or config-printing library code.
 
 mod cli;
 mod conformance;
+mod logging;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
-    init_logging();
-    match cli::run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+    let matches = cli::Cli::command().get_matches();
+    let cli = cli::Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
+    let log_format = cli.log_format();
+    logging::init(log_format, cli.log_identity());
+    match cli::run(cli, &matches) {
+        Ok(code) => code,
         Err(err) => {
-            // One report with the whole chain of causes.
+            // One report with the whole chain of causes; a plain line too, unless stderr carries
+            // JSON lines only.
             tracing::error!("{err:#}");
-            eprintln!("chat-cluster: {err:#}");
+            if log_format == chat_supervisor::LogFormat::Text {
+                eprintln!("chat-cluster: {err:#}");
+            }
             ExitCode::FAILURE
         }
     }
-}
-
-/// Logs go to stderr, filtered by RUST_LOG (default `info`).
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fred=error"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
 }

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::report::RoomMembers;
+
 /// Where a worker is in its life, as the supervisor sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -30,13 +32,50 @@ pub struct WorkerStatus {
     /// When the current process of this worker started (RFC 3339, UTC).
     pub up_since: String,
     pub state: WorkerState,
+    /// Users with a logged-in socket on this worker.
+    pub logged_in_users: u64,
+    /// Resident memory of the worker process, in bytes (0 until its first metrics report).
+    pub memory_bytes: u64,
+    /// Whether the worker's Redis bus is connected (`null` until its first metrics report).
+    pub redis_up: Option<bool>,
+    /// socket.io events written to clients by this worker slot, every incarnation included.
+    pub deliveries: u64,
+    /// Deliveries in the last second.
+    pub deliveries_per_sec: u64,
 }
 
 /// `GET /status` on the supervisor's admin port. Workers are in port order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusResponse {
     pub total_connections: u64,
+    /// Deliveries in the last second, all workers.
+    pub total_deliveries_per_sec: u64,
+    /// Resident memory of all workers, in bytes.
+    pub total_memory_bytes: u64,
     pub workers: Vec<WorkerStatus>,
+    /// The host's busiest rooms, most members first (members summed over workers; each worker
+    /// reports its own busiest, so a room spread thinly over many workers may be missing).
+    pub busiest_rooms: Vec<RoomMembers>,
+}
+
+/// `GET /history` on the admin port: per worker, one sample a second over the last ten minutes,
+/// oldest first (every list of every worker has the same length).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsoleHistory {
+    /// Time between samples, in milliseconds.
+    pub interval_ms: u64,
+    /// When the newest sample was taken, in unix milliseconds.
+    pub latest_ms: u64,
+    pub workers: Vec<WorkerHistory>,
+}
+
+/// One worker's samples in [`ConsoleHistory`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerHistory {
+    pub id: u32,
+    pub connections: Vec<u64>,
+    pub deliveries_per_sec: Vec<u64>,
+    pub memory_bytes: Vec<u64>,
 }
 
 /// A compact per-worker count for the console's `counts` line.

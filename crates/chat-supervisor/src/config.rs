@@ -2,7 +2,7 @@
 //! given to `supervise` too; each flag also reads a `CHAT_*` environment variable.
 //! Precedence: flag > environment > default.
 
-use std::{net::IpAddr, time::Duration};
+use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use chat_worker::WorkerSettings;
 
@@ -20,9 +20,15 @@ pub struct SupervisorSettings {
     #[arg(long, env = "CHAT_ADMIN_PORT", default_value_t = 9100)]
     pub admin_port: u16,
 
-    /// Address of the status endpoint. Keep it private: it lists process ids.
+    /// Address of the admin endpoint (console, `/status`, `/metrics`). Keep it private, or set
+    /// an admin token: it lists process ids and counts.
     #[arg(long, env = "CHAT_ADMIN_BIND", default_value = "127.0.0.1")]
     pub admin_bind: IpAddr,
+
+    /// File holding the admin token that the console, `/status` and `/metrics` require (else
+    /// `CHAT_ADMIN_TOKEN`; with neither, the admin port is open to whoever reaches it).
+    #[arg(long, env = "CHAT_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
 
     /// Longest wait before respawning a worker that keeps crashing, in milliseconds.
     #[arg(long, env = "CHAT_RESPAWN_BACKOFF_MAX_MS", default_value_t = 10_000)]
@@ -34,6 +40,30 @@ pub struct SupervisorSettings {
 
     #[command(flatten)]
     pub worker: WorkerSettings,
+
+    /// How the supervisor and its workers write logs (a global flag of the command line, set
+    /// here by the binary so that workers are started with the same).
+    #[arg(skip)]
+    pub log_format: LogFormat,
+}
+
+/// The format of log lines on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `worker`, `message`, `fields`.
+    Json,
+}
+
+impl LogFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
 }
 
 impl SupervisorSettings {
@@ -50,6 +80,9 @@ impl SupervisorSettings {
         let count = self.worker_count();
         if count == 0 {
             return Err("--workers must be at least 1".into());
+        }
+        if self.base_port == 0 || self.admin_port == 0 {
+            return Err("--base-port and --admin-port must be ports from 1 to 65535".into());
         }
         if u32::from(self.base_port) + count - 1 > u32::from(u16::MAX) {
             return Err(format!(

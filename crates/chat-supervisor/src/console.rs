@@ -85,27 +85,54 @@ async fn redraw_loop(state: Arc<ClusterState>, note: String) {
 
 pub fn render_table(status: &StatusResponse) -> String {
     let mut table = format!(
-        "chat-cluster supervisor: {} connections on {} workers\n\n",
+        "chat-cluster supervisor: {} connections, {} deliveries/s on {} workers\n\n",
         status.total_connections,
+        status.total_deliveries_per_sec,
         status.workers.len()
     );
     table.push_str(&format!(
-        "{:>3}  {:>5}  {:>8}  {:>9}  {:>12}  {:>6}  {:>8}  {}\n",
-        "id", "port", "pid", "state", "connections", "rooms", "restarts", "up since"
+        "{:>3}  {:>5}  {:>8}  {:>9}  {:>12}  {:>6}  {:>12}  {:>8}  {}\n",
+        "id",
+        "port",
+        "pid",
+        "state",
+        "connections",
+        "rooms",
+        "deliveries/s",
+        "restarts",
+        "up since"
     ));
     for worker in &status.workers {
         table.push_str(&format!(
-            "{:>3}  {:>5}  {:>8}  {:>9}  {:>12}  {:>6}  {:>8}  {}\n",
+            "{:>3}  {:>5}  {:>8}  {:>9}  {:>12}  {:>6}  {:>12}  {:>8}  {}\n",
             worker.id,
             worker.port,
             worker.pid,
             format!("{:?}", worker.state).to_lowercase(),
             worker.connections,
             worker.rooms,
+            worker.deliveries_per_sec,
             worker.restarts,
             worker.up_since
         ));
     }
     table.push_str("\nCtrl-C: stop (workers drain, clients reconnect elsewhere)\n");
     table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::ClusterState;
+
+    #[test]
+    fn the_table_shows_deliveries_per_second() {
+        let state = ClusterState::new(6001, 2);
+        let table = render_table(&state.status());
+        assert!(table.contains("0 deliveries/s on 2 workers"), "{table}");
+        assert!(
+            table.lines().nth(2).unwrap().contains("deliveries/s"),
+            "{table}"
+        );
+    }
 }

@@ -102,6 +102,7 @@ impl Keeper {
             slot.connects = 0;
             slot.disconnects = 0;
             slot.rooms = 0;
+            slot.retire_metrics();
         });
         self.state.announce(ConsoleEvent::WorkerExited {
             id: self.id,
@@ -162,6 +163,12 @@ impl Keeper {
                 slot.disconnects = disconnects;
                 slot.rooms = rooms;
             }),
+            WorkerReport::Metrics(snapshot) => self
+                .state
+                .update(self.id, |slot| slot.metrics = Some(*snapshot)),
+            WorkerReport::Rooms { rooms } => self
+                .state
+                .update(self.id, |slot| slot.busiest_rooms = rooms),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The supervisor: runs one worker process per CPU on consecutive ports, keeps them running,
-//! collects their reports, shows live counts, and stops them gracefully on SIGTERM or SIGINT.
+//! collects their reports, shows live counts (terminal, web console, `/status`, `/metrics`),
+//! and stops them gracefully on SIGTERM or SIGINT.
 //!
 //! Architecture invariants:
 //! - The supervisor never touches client sockets; it only binds each worker's listening socket
@@ -10,9 +11,11 @@
 //!   the forking thread, which must live as long as the supervisor.
 
 pub mod admin;
+pub mod check;
 pub mod config;
 pub mod console;
 pub mod keeper;
+pub mod metrics;
 pub mod nginx;
 pub mod spawn;
 pub mod state;
@@ -24,7 +27,7 @@ use chat_protocol::status::ConsoleEvent;
 use nix::sys::signal::{Signal, kill};
 use tokio::signal::unix::{SignalKind, signal};
 
-pub use config::SupervisorSettings;
+pub use config::{LogFormat, SupervisorSettings};
 
 use crate::{keeper::Keeper, spawn::WorkerCommand, state::ClusterState};
 
@@ -34,10 +37,17 @@ const STOP_MARGIN: Duration = Duration::from_secs(2);
 /// Runs the cluster until SIGTERM or SIGINT, then drains it. A second SIGINT (or SIGTERM)
 /// kills the workers at once.
 pub async fn run(settings: SupervisorSettings) -> anyhow::Result<()> {
-    settings
-        .validate()
+    check::check(&settings)
         .map_err(|msg| anyhow::anyhow!(msg))
         .context("invalid settings")?;
+    let admin_token = check::admin_token(&settings).map_err(|msg| anyhow::anyhow!(msg))?;
+    // A URL naming the wrong topology is refused here, once, rather than by every worker in
+    // a loop; an unreachable Redis is not (it may start after us).
+    match check::probe_redis(&settings).await {
+        Ok(None) => {}
+        Ok(Some(warning)) => tracing::warn!("{warning}"),
+        Err(mismatch) => return Err(anyhow::anyhow!(mismatch)),
+    }
     raise_open_file_limit();
     let workers = settings.worker_count();
 
@@ -54,18 +64,27 @@ pub async fn run(settings: SupervisorSettings) -> anyhow::Result<()> {
     let admin_addr = SocketAddr::new(settings.admin_bind, settings.admin_port);
     let admin_listener = tokio::net::TcpListener::bind(admin_addr)
         .await
-        .with_context(|| format!("cannot listen on {admin_addr} for the status endpoint"))?;
+        .with_context(|| format!("cannot listen on {admin_addr} for the admin endpoint"))?;
 
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
 
     let state = Arc::new(ClusterState::new(settings.base_port, workers));
     let console = console::spawn(Arc::clone(&state), settings.console_note.clone());
-    let admin =
-        tokio::spawn(axum::serve(admin_listener, admin::routes(Arc::clone(&state))).into_future());
+    let sampler = tokio::spawn(sample_history(Arc::clone(&state)));
+    if admin_token.is_none() && !settings.admin_bind.is_loopback() {
+        tracing::warn!(admin = %admin_addr, "the admin port is open to the network without a token: set CHAT_ADMIN_TOKEN or --admin-token-file");
+    }
+    let admin = tokio::spawn(
+        axum::serve(
+            admin_listener,
+            admin::routes(Arc::clone(&state), admin_token),
+        )
+        .into_future(),
+    );
     tracing::info!(workers, base_port = settings.base_port, admin = %admin_addr, "supervisor starting");
 
-    let command = Arc::new(WorkerCommand::new(&settings.worker)?);
+    let command = Arc::new(WorkerCommand::new(&settings.worker, settings.log_format)?);
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let mut keepers = tokio::task::JoinSet::new();
     for (id, port, listener) in listeners {
@@ -104,10 +123,25 @@ pub async fn run(settings: SupervisorSettings) -> anyhow::Result<()> {
         while keepers.join_next().await.is_some() {}
     }
     admin.abort();
+    sampler.abort();
     console.abort();
     announce_directly(&state, ConsoleEvent::Stopped);
     tracing::info!("supervisor stopped");
     Ok(())
+}
+
+/// Takes a history sample of every worker every second, for the console's charts.
+async fn sample_history(state: Arc<ClusterState>) {
+    let mut tick = tokio::time::interval(state::SAMPLE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    let mut last = tokio::time::Instant::now();
+    loop {
+        tick.tick().await;
+        let now = tokio::time::Instant::now();
+        state.sample(now - last);
+        last = now;
+    }
 }
 
 /// Prints a final lifecycle line without going through the console task, which is about to stop.

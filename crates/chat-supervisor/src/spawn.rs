@@ -12,6 +12,8 @@ use std::{
 };
 
 use chat_worker::config::{SETTINGS_ENV, WorkerSettings};
+
+use crate::config::LogFormat;
 use nix::{
     fcntl::{FcntlArg, OFlag, fcntl},
     libc,
@@ -46,13 +48,15 @@ pub enum SpawnError {
 pub struct WorkerCommand {
     program: PathBuf,
     settings_json: String,
+    log_format: LogFormat,
 }
 
 impl WorkerCommand {
-    pub fn new(settings: &WorkerSettings) -> Result<Self, SpawnError> {
+    pub fn new(settings: &WorkerSettings, log_format: LogFormat) -> Result<Self, SpawnError> {
         Ok(Self {
             program: std::env::current_exe().map_err(SpawnError::CurrentExe)?,
             settings_json: settings.to_env_json(),
+            log_format,
         })
     }
 
@@ -70,12 +74,15 @@ impl WorkerCommand {
 
         let mut command = tokio::process::Command::new(&self.program);
         command
+            .args(["--log-format", self.log_format.as_str()])
             .arg("worker")
             .args(["--port", &port.to_string()])
             .args(["--worker-id", &id.to_string()])
             .args(["--listen-fd", &LISTEN_FD.to_string()])
             .args(["--report-fd", &REPORT_FD.to_string()])
             .env(SETTINGS_ENV, &self.settings_json)
+            // Workers have no use for the admin token: it stays with the supervisor.
+            .env_remove(crate::check::ADMIN_TOKEN_ENV)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

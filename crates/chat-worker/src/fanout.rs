@@ -24,14 +24,16 @@ impl LocalFanout {
     /// Emits `message` with an already-encoded JSON payload to the local members of `room`.
     /// socketioxide encodes the packet once and shares it among the room's sockets.
     pub async fn emit(&self, room: &str, message: &RawValue) {
+        let _probe = crate::metrics::delivery_probe();
         // Sockets whose send queue is full miss this message; socketioxide reports them
-        // without ids, so all we can do here is count it in the logs.
+        // without ids, so all we can do here is count them.
         if let Err(err) = self
             .io
             .to(room.to_owned())
             .emit(MESSAGE_EVENT, message)
             .await
         {
+            crate::metrics::emit_failed(&err);
             tracing::debug!(room, cause = %err, "local fan-out skipped some sockets");
         }
     }

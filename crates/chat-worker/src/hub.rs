@@ -78,6 +78,32 @@ impl Hub {
         self.lock().rooms
     }
 
+    /// The `n` rooms with the most local members, most first (ties by room id), with their
+    /// counts. One pass over the hub's topics, keeping `n` at a time.
+    pub fn busiest_rooms(&self, n: usize) -> Vec<chat_protocol::report::RoomMembers> {
+        use std::{cmp::Reverse, collections::BinaryHeap};
+        let members = self.lock();
+        // A min-heap of the best `n` so far: the weakest is on top, to be replaced.
+        let mut best: BinaryHeap<Reverse<(u32, Reverse<&str>)>> = BinaryHeap::with_capacity(n + 1);
+        for (topic, count) in &members.counts {
+            if let Topic::Room(room) = topic {
+                best.push(Reverse((*count, Reverse(room.as_str()))));
+                if best.len() > n {
+                    best.pop();
+                }
+            }
+        }
+        best.into_sorted_vec()
+            .into_iter()
+            .map(
+                |Reverse((count, Reverse(room)))| chat_protocol::report::RoomMembers {
+                    room: room.to_owned(),
+                    members: u64::from(count),
+                },
+            )
+            .collect()
+    }
+
     /// Users with at least one local logged-in socket.
     pub fn user_count(&self) -> usize {
         let members = self.lock();
@@ -135,5 +161,25 @@ mod tests {
         assert_eq!(topics, vec![room("a"), room("b"), user("a")]);
         assert_eq!(hub.leave(&user("a")), Occupancy::Changed);
         assert_eq!((hub.room_count(), hub.user_count()), (2, 0));
+    }
+
+    #[test]
+    fn busiest_rooms_come_first_and_users_are_not_rooms() {
+        let hub = Hub::default();
+        for (name, members) in [("a", 1), ("b", 3), ("c", 2), ("d", 2)] {
+            for _ in 0..members {
+                hub.enter(&room(name));
+            }
+        }
+        for _ in 0..9 {
+            hub.enter(&user("busy"));
+        }
+        let top: Vec<(String, u64)> = hub
+            .busiest_rooms(3)
+            .into_iter()
+            .map(|r| (r.room, r.members))
+            .collect();
+        assert_eq!(top, vec![("b".into(), 3), ("c".into(), 2), ("d".into(), 2)]);
+        assert!(hub.busiest_rooms(0).is_empty());
     }
 }

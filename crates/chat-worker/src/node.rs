@@ -206,6 +206,7 @@ impl Node {
         data: Option<serde_json::Value>,
         ack: AckSender,
     ) {
+        crate::metrics::event_received(event);
         match event {
             "join" => {
                 let answer = self.join(&socket, payload(data)).await;
@@ -348,6 +349,7 @@ impl Node {
         if bucket.try_take(self.rate, Instant::now()) {
             return Ok(());
         }
+        crate::metrics::dropped(crate::metrics::Dropped::RateLimited, 1);
         Err(ProtocolError::new(
             ErrorCode::RateLimited,
             format!(
@@ -462,6 +464,10 @@ impl Node {
             disconnects: self.disconnects.load(Ordering::Relaxed),
             rooms: self.hub.room_count() as u64,
         }
+    }
+
+    pub fn hub(&self) -> &Hub {
+        &self.hub
     }
 
     pub fn bus_connected(&self) -> bool {

@@ -128,6 +128,7 @@ pub async fn run(
         Err(_) => tracing::warn!("connections still open at the end of the grace period"),
     }
     reporter.send(&node.counts());
+    reporter.send_metrics(&node);
     Ok(())
 }
 

@@ -126,7 +126,8 @@ impl<S> StallGuard<S> {
 async fn watch(shared: Arc<Shared>, stall: u64, limit: Duration) {
     tokio::time::sleep(limit).await;
     if shared.stalls.load(Ordering::Acquire) == stall {
-        tracing::info!(
+        crate::metrics::dropped(crate::metrics::Dropped::SlowConsumer, 1);
+        tracing::debug!(
             stalled_ms = limit.as_millis() as u64,
             "cutting off a client that stopped reading"
         );

@@ -12,6 +12,8 @@ pub use engineioxide_core::{OpenPacket, Packet, PacketParseError};
 pub mod config;
 pub mod handler;
 pub mod layer;
+/// PATCHED (chat cluster, vendor/README.md): counts and a latency probe for metrics.
+pub mod probe;
 pub mod service;
 pub mod socket;
 

@@ -126,6 +126,7 @@ impl Permit<'_> {
     /// Consume the permit and emit a message to the client.
     #[inline]
     pub fn emit(self, msg: Str) {
+        crate::probe::on_queue(&msg); // PATCHED (chat cluster, vendor/README.md): latency probe.
         self.inner.send(Box::new(smallvec![Packet::Message(msg)]));
     }
     /// Consume the permit and emit a binary message to the client.
@@ -138,6 +139,7 @@ impl Permit<'_> {
     ///
     /// It can be used to ensure atomicity when sending a string packet with adjacent binary packets.
     pub fn emit_many(self, msg: Str, data: VecDeque<Bytes>) {
+        crate::probe::on_queue(&msg); // PATCHED (chat cluster, vendor/README.md): latency probe.
         let mut packets = SmallVec::with_capacity(data.len() + 1);
         packets.push(Packet::Message(msg));
         for d in data {

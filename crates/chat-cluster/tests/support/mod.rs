@@ -74,13 +74,29 @@ pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> 
 pub struct Redis {
     pub port: u16,
     guard: Option<ChildGuard>,
+    /// More redis-server arguments (e.g. `--cluster-enabled yes`).
+    extra: Vec<String>,
 }
 
 impl Redis {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// A redis-server with more arguments, in a temp dir of its own (a cluster node writes
+    /// its nodes.conf there).
+    pub fn start_with(extra: &[&str]) -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("chat-redis-{port}-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
         let mut redis = Self {
-            port: free_port(),
+            port,
             guard: None,
+            extra: ["--dir", &dir.display().to_string()]
+                .into_iter()
+                .chain(extra.iter().copied())
+                .map(str::to_owned)
+                .collect(),
         };
         redis.restart();
         redis
@@ -95,6 +111,7 @@ impl Redis {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -149,6 +149,7 @@ impl Bus for RedisBus {
                 }
             }
             Err(_) => {
+                crate::metrics::dropped(crate::metrics::Dropped::BusQueueFull, 1);
                 self.dropped_publishes.fetch_add(1, Ordering::Relaxed);
                 if !self.publish_queue_full.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
@@ -197,12 +198,19 @@ async fn publish_loop(
     let mut failing = false;
     while queue.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
         in_flight.store(batch.len(), Ordering::Release);
+        let frames = batch.len() as u64;
         let pipeline = client.pipeline();
         for (channel, frame) in batch.drain(..) {
             // Queuing into a pipeline only buffers the command; it cannot fail here.
             let _: Result<(), _> = pipeline.spublish(channel, frame).await;
         }
-        match pipeline.all::<fred::types::Value>().await {
+        let timer = crate::metrics::redis_command_timer();
+        let published = pipeline.all::<fred::types::Value>().await;
+        drop(timer);
+        if published.is_ok() {
+            crate::metrics::BUS_PUBLISHED.add(frames);
+        }
+        match published {
             Ok(_) if failing => {
                 failing = false;
                 tracing::info!("redis publishing recovered");
@@ -408,6 +416,7 @@ async fn receive_loop(
         let message = match messages.recv().await {
             Ok(message) => message,
             Err(RecvError::Lagged(missed)) => {
+                crate::metrics::dropped(crate::metrics::Dropped::BusLagged, missed);
                 tracing::warn!(
                     missed,
                     "redis bus receiver lagged: room messages from other workers were lost (raise --bus-receive-buffer)"
@@ -416,6 +425,7 @@ async fn receive_loop(
             }
             Err(RecvError::Closed) => return,
         };
+        crate::metrics::BUS_RECEIVED.inc();
         let Some(frame) = message.value.as_str() else {
             tracing::warn!(channel = %message.channel, "dropping non-text bus frame");
             continue;
@@ -431,6 +441,7 @@ async fn receive_loop(
                 if let Some((channel, queue)) = handler
                     && queue.try_send(frame.into_owned()).is_err()
                 {
+                    crate::metrics::dropped(crate::metrics::Dropped::BackendQueueFull, 1);
                     tracing::warn!(channel, "backend channel queue full: a message is dropped");
                 }
             }

@@ -147,6 +147,7 @@ impl Inbox {
     /// (and the hook channels), all in one script; under `--durability replicated` also waits
     /// for a replica to have it. Returns once Redis has it as promised.
     pub async fn send(&self, message: Outgoing<'_>) -> Result<Stored, InboxError> {
+        let _timer = crate::metrics::redis_command_timer();
         let keys = self.keys(message.to);
         let mut script_keys = vec![keys.inbox.clone(), keys.senders.clone()];
         if let Some(token) = message.client_msg_id {
@@ -206,6 +207,7 @@ impl Inbox {
         device: &DeviceId,
         hook: Option<(&str, String)>,
     ) -> Result<LoginRecord, InboxError> {
+        let _timer = crate::metrics::redis_command_timer();
         let keys = self.keys(user);
         let (hook_channel, hook_message) = hook.unwrap_or_default();
         let (generation, waiting, unread): (u64, u64, u64) = self
@@ -258,6 +260,7 @@ impl Inbox {
 
     /// Publishes a hook message; answers how many subscribers received it.
     pub async fn publish(&self, channel: &str, message: String) -> Result<u64, InboxError> {
+        let _timer = crate::metrics::redis_command_timer();
         Ok(self.client().publish(channel, message).await?)
     }
 
@@ -279,6 +282,7 @@ pub async fn read_stream(
     after: StreamId,
     count: usize,
 ) -> Result<Vec<Waiting>, InboxError> {
+    let _timer = crate::metrics::redis_command_timer();
     let entries: Vec<(String, std::collections::HashMap<String, String>)> = client
         .xrange_values(key.as_str(), format!("({after}"), "+", Some(count as u64))
         .await?;
@@ -308,5 +312,6 @@ pub async fn delete_entries(
         return Ok(0);
     }
     let ids: Vec<String> = ids.iter().map(StreamId::to_string).collect();
+    let _timer = crate::metrics::redis_command_timer();
     Ok(client.xdel(key, ids).await?)
 }

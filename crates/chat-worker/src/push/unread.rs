@@ -75,6 +75,7 @@ impl Unread {
                 script_keys.push(keys.idempotency_marker(key));
             }
             // EVAL, not EVALSHA, for the order of pushes (see people::inbox).
+            let _timer = crate::metrics::redis_command_timer();
             let (online, duplicate): (u64, u64) = self
                 .client()
                 .eval(

@@ -32,7 +32,9 @@ impl Topology {
 /// Why a Redis URL cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UrlError {
-    #[error("--redis-url {0:?} is not a URL")]
+    #[error(
+        "--redis-url {0} is not a URL (redis://host:port, redis-sentinel://..., redis-cluster://...)"
+    )]
     NotAUrl(String),
     #[error(
         "--redis-url {url:?}: unsupported scheme {scheme:?} (use redis://, rediss://, redis-sentinel://, rediss-sentinel://, redis-cluster:// or rediss-cluster://)"
@@ -55,8 +57,15 @@ pub struct RedisTarget {
 
 impl RedisTarget {
     pub fn parse(url: &str) -> Result<Self, UrlError> {
-        let redacted = redact_url(url);
-        let parsed = url::Url::parse(url).map_err(|_| UrlError::NotAUrl(redacted.clone()))?;
+        let redacted = crate::redact::redact_url(url);
+        // Not a URL: shown only if its password could be found and hidden.
+        let parsed = url::Url::parse(url).map_err(|_| {
+            UrlError::NotAUrl(if url.contains("://") {
+                redacted.clone()
+            } else {
+                "(value hidden)".to_owned()
+            })
+        })?;
         let (topology, tls) = match parsed.scheme() {
             "redis" => (Topology::Standalone, false),
             "rediss" => (Topology::Standalone, true),
@@ -92,39 +101,6 @@ impl RedisTarget {
     pub fn describe_error(&self, err: &fred::error::Error) -> String {
         format!("{} ({})", self.redacted, err.details())
     }
-}
-
-/// `url` with the password of its user part and of a `sentinelPassword` query parameter
-/// replaced by `***`. A string that is not a URL is hidden whole past its scheme.
-pub fn redact_url(url: &str) -> String {
-    let Ok(mut parsed) = url::Url::parse(url) else {
-        return match url.split_once("://") {
-            Some((scheme, _)) => format!("{scheme}://***"),
-            None => "***".to_owned(),
-        };
-    };
-    if parsed.cannot_be_a_base() {
-        return format!("{}:***", parsed.scheme());
-    }
-    if parsed.password().is_some() {
-        // Only fails for URLs that cannot have credentials, which this one has.
-        let _ = parsed.set_password(Some("***"));
-    }
-    let hidden: Vec<(String, String)> = parsed
-        .query_pairs()
-        .map(|(key, value)| {
-            let value = if key.eq_ignore_ascii_case("sentinelPassword") {
-                "***".to_owned()
-            } else {
-                value.into_owned()
-            };
-            (key.into_owned(), value)
-        })
-        .collect();
-    if !hidden.is_empty() {
-        parsed.query_pairs_mut().clear().extend_pairs(hidden);
-    }
-    parsed.to_string()
 }
 
 /// What a start-up probe found.
@@ -250,16 +226,16 @@ mod tests {
     }
 
     #[test]
-    fn passwords_never_show() {
-        let url = "redis://ann:s3cret@h:6379/0";
-        assert_eq!(redact_url(url), "redis://ann:***@h:6379/0");
-        let sentinel = "redis-sentinel://:pw1@h:26379/0?sentinelServiceName=m&sentinelPassword=pw2";
-        let shown = redact_url(sentinel);
-        assert!(!shown.contains("pw1") && !shown.contains("pw2"), "{shown}");
-        assert!(shown.contains("sentinelServiceName=m"));
-        assert_eq!(redact_url("garbage:s3cret"), "garbage:***");
-        assert_eq!(redact_url("not a url s3cret"), "***");
-        let err = RedisTarget::parse("bogus://u:s3cret@h").unwrap_err();
-        assert!(!err.to_string().contains("s3cret"), "{err}");
+    fn refusals_never_show_a_password() {
+        for url in [
+            "bogus://u:s3cret@h",
+            "redis-sentinel://u:s3cret@h:1",
+            "s3cret not a url",
+        ] {
+            let err = RedisTarget::parse(url).unwrap_err();
+            assert!(!err.to_string().contains("s3cret"), "{err}");
+        }
+        let target = RedisTarget::parse("redis://ann:s3cret@h:6379/0").unwrap();
+        assert_eq!(target.redacted, "redis://ann:***@h:6379/0");
     }
 }

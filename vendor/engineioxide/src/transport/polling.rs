@@ -126,8 +126,14 @@ where
         // Prepend the packet peeked during the previous
         // polling request so it is encoded first, ahead of the newly received packets.
         let rx_stream = stream::iter(peeked_packet.take())
-            // PATCHED (chat cluster, vendor/README.md): the queue holds boxed packet lists.
-            .chain(rx_stream::EncoderStream::new(buffered_rx, volatile_rx).map(|queued| *queued));
+            // PATCHED (chat cluster, vendor/README.md): the queue holds boxed packet lists; each
+            // packet taken for the response is counted and timed for metrics.
+            .chain(
+                rx_stream::EncoderStream::new(buffered_rx, volatile_rx).map(|queued| {
+                    queued.iter().for_each(crate::probe::on_write);
+                    *queued
+                }),
+            );
 
         // Stop waiting for the next packet as soon as the session is closed. The combinator is biased
         // towards the encoder completion, so any buffered close packet is still flushed to the client.

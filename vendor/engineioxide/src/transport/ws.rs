@@ -229,6 +229,7 @@ where
         .await
     {
         Some(Err(ref e)) => {
+            crate::probe::on_read_error(e); // PATCHED (chat cluster, vendor/README.md): metrics.
             let reason =
                 Option::<DisconnectReason>::from(e).unwrap_or(DisconnectReason::TransportError);
 
@@ -439,6 +440,8 @@ async fn forward_to_socket<H: EngineIoHandler, S>(
 /// nothing for a Noop (a server may queue one to end a polling request during an upgrade; if no
 /// poll took it, it is dropped here).
 fn ws_message(packet: Packet, protocol: ProtocolVersion) -> Option<Message> {
+    // PATCHED (chat cluster, vendor/README.md): counted and timed for metrics.
+    crate::probe::on_write(&packet);
     match packet {
         Packet::Binary(bin) | Packet::BinaryV3(bin) => {
             if protocol == ProtocolVersion::V3 {
