@@ -66,7 +66,15 @@ describe("push and auth", () => {
     const legacy = await apiJson(cluster.url(0), "/api", { tokens: ["bob"], data: { msg: "old style" } });
     assert.deepEqual(legacy.body, { ok: true, online: 1, stored: 0 });
     await bob.until("receive_message", () => bob.of("receive_message").length === 1);
-    assert.deepEqual(bob.of("receive_message")[0], { msg: "old style" });
+    assert.deepEqual(bob.of("receive_message")[0], { data: { msg: "old style" } });
+    // The old service's own example posts a string as `data` (and any JSON value is data).
+    const example = await apiJson(cluster.url(1), "/api", { tokens: ["bob", "2"], data: "You shall not pass!!!" });
+    assert.equal(example.status, 200, JSON.stringify(example.body));
+    assert.deepEqual(example.body, { ok: true, online: 1, stored: 0 });
+    const typed = await apiJson(cluster.url(0), "/api", { tokens: ["bob"], entityType: "like", data: [1, null] });
+    assert.equal(typed.status, 200, JSON.stringify(typed.body));
+    await bob.until("two more receive_message", () => bob.of("receive_message").length === 3);
+    assert.deepEqual(bob.of("receive_message").slice(1), [{ data: "You shall not pass!!!" }, { entityType: "like", data: [1, null] }]);
     assert.equal(await redisInt(redis.port, "EXISTS", redisNames.unread("bob")), 0);
     bob.disconnect();
     await cluster.stop();

@@ -120,11 +120,33 @@ impl BroadcastRequest {
     }
 }
 
-/// `POST /api`, the old API: `{tokens, data}` (tokens are user ids).
+/// `POST /api`, the old API of the push service (`socket-message-push`): `{tokens, data,
+/// entityType?}`. `data` and `entityType` may be any JSON value (the old example sends a string
+/// as `data`); each token names a user, or the sockets that gave it as `tokenId` in `user_login`.
 #[derive(Debug, Deserialize)]
 pub struct LegacyPushRequest {
     pub tokens: Vec<UserRef>,
     pub data: Box<RawValue>,
+    #[serde(default, rename = "entityType")]
+    pub entity_type: Option<Box<RawValue>>,
+}
+
+/// What a client of the old push API receives as `receive_message`: `{entityType?, data}`, as
+/// the old service emitted it, both values exactly as the backend posted them.
+#[derive(Debug, Serialize)]
+pub struct LegacyMessage<'a> {
+    #[serde(rename = "entityType", skip_serializing_if = "Option::is_none")]
+    pub entity_type: Option<&'a RawValue>,
+    pub data: &'a RawValue,
+}
+
+impl LegacyMessage<'_> {
+    /// The JSON without its leading `{` (the body convention of [`NotificationFields::body`]).
+    pub fn body(&self) -> String {
+        // Raw values always serialize.
+        let json = serde_json::to_string(self).unwrap_or_else(|_| "{}".to_owned());
+        json[1..].to_owned()
+    }
 }
 
 /// A message of the old `notification` Redis channel: `{toWho, needStore?, category?, ...}`.
@@ -309,6 +331,36 @@ mod tests {
         }
         .body();
         assert_eq!(body, r#""category":"remind","data":{"post":7},"ts":3}"#);
+    }
+
+    #[test]
+    fn legacy_requests_take_any_data() {
+        for data in [
+            r#""You shall not pass!!!""#,
+            "42",
+            "null",
+            "[1,2]",
+            r#"{"a":1}"#,
+        ] {
+            let json = format!(r#"{{"tokens":["1","2"],"data":{data}}}"#);
+            let request: LegacyPushRequest = serde_json::from_str(&json).unwrap();
+            assert_eq!(request.data.get(), data);
+            let body = LegacyMessage {
+                entity_type: request.entity_type.as_deref(),
+                data: &request.data,
+            }
+            .body();
+            assert_eq!(body, format!(r#""data":{data}}}"#));
+        }
+        let typed: LegacyPushRequest =
+            serde_json::from_str(r#"{"tokens":[7],"data":"x","entityType":"like"}"#).unwrap();
+        let body = LegacyMessage {
+            entity_type: typed.entity_type.as_deref(),
+            data: &typed.data,
+        }
+        .body();
+        assert_eq!(body, r#""entityType":"like","data":"x"}"#);
+        assert!(serde_json::from_str::<LegacyPushRequest>(r#"{"tokens":["a"]}"#).is_err());
     }
 
     #[test]

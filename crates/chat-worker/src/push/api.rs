@@ -17,7 +17,7 @@ use axum::{
 use chat_protocol::{
     ClientMsgId, Limits, ProtocolError,
     push::{
-        ApiError, ApiErrorBody, BroadcastRequest, BroadcastResponse, LEGACY_EVENT,
+        ApiError, ApiErrorBody, BroadcastRequest, BroadcastResponse, LEGACY_EVENT, LegacyMessage,
         LegacyPushRequest, NotificationFields, PushRequest, parse_event_name, parse_users,
     },
 };
@@ -230,7 +230,8 @@ async fn broadcast(
     Ok(json(&BroadcastResponse { ok: true, workers }))
 }
 
-/// The old API: `{tokens, data}` delivers `receive_message` with `data` as it came.
+/// The old API: `{tokens, data, entityType?}` delivers `receive_message {entityType?, data}`,
+/// both values as they came (any JSON: the old example sends a string).
 async fn legacy_push(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
@@ -239,20 +240,16 @@ async fn legacy_push(
     let (request, pusher): (LegacyPushRequest, _) = admit(&state, &headers, body).await?;
     let idempotency_key = idempotency_key(&headers, &state.limits)?;
     let users = parse_users(request.tokens, "tokens", &state.limits)?;
-    // The payload is `data` itself: strip its `{` to fit the body convention, or refuse a
-    // non-object (old clients always sent objects).
-    let data = request.data.get();
-    let body = data.strip_prefix('{').ok_or_else(|| {
-        Refusal::from(ProtocolError::new(
-            chat_protocol::ErrorCode::InvalidPayload,
-            "data must be a JSON object",
-        ))
-    })?;
+    let body = LegacyMessage {
+        entity_type: request.entity_type.as_deref(),
+        data: &request.data,
+    }
+    .body();
     let counts = pusher
         .push(Push {
             users: &users,
             event: LEGACY_EVENT,
-            body,
+            body: &body,
             store: false,
             remove_on_ack: false,
             idempotency_key: idempotency_key.as_deref(),
