@@ -61,7 +61,7 @@ describe("people", () => {
 
   test("a message to a user online on another worker arrives at once, and heartbeats answer", async () => {
     const redis = await startRedis();
-    const hooks = await subscribe(redis.port, "chat_message_channel", "geo_message_channel");
+    const hooks = await subscribe(redis.port, "chat_message_channel", "geo");
     const cluster = await startCluster({ workers: 2, redisUrl: redis.url });
     const ann = person(cluster.url(0), "ann", "phone");
     const bob = person(cluster.url(1), "bob", "phone");
@@ -86,9 +86,9 @@ describe("people", () => {
     assert.equal(hb.ok, true);
     assert.equal(typeof hb.ts, "number");
     assert.deepEqual(await bob.ack_("geo", { lat: 1.5, lng: 2 }), { ok: true });
-    await hooks.until("the geo hook", () => hooks.messages.geo_message_channel.length === 1);
-    assert.deepEqual(hooks.messages.geo_message_channel[0].data, { lat: 1.5, lng: 2 });
-    assert.equal(hooks.messages.geo_message_channel[0].userId, "bob");
+    await hooks.until("the geo hook", () => hooks.messages.geo.length === 1);
+    assert.deepEqual(hooks.messages.geo[0].data, { lat: 1.5, lng: 2 });
+    assert.equal(hooks.messages.geo[0].userId, "bob");
     disconnectAll(ann, bob);
     hooks.close();
     await cluster.stop();

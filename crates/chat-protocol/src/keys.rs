@@ -13,11 +13,13 @@
 //! | `P{user:<user>}:unread` | stream | notifications kept until read |
 //! | `P{user:<user>}:rate` | string | the user's send rate across workers (GCRA) |
 //! | `P{user:<user>}:idem:<key>` | string | a push API idempotency key already applied for this user |
+//! | `P{user:<user>}:idem:<key>\|<tag>` | string | the same, for a push to the user's sessions of one tag |
+//! | `P{token:<token>}:users` | sorted set | users whose sockets gave this `tokenId` at `user_login` (old push service), by last login (ms) |
 //! | `Pclaim:<sha1>` | string | a worker's claim on a `notification` channel message |
 //! | `Pbroadcast` | channel | announcements to every worker |
 //!
-//! Everything about one user shares the hash tag `{user:<id>}` (and a room's `{room:<id>}`), so
-//! every script touches one hash slot and works on a Redis Cluster; the user's channel is in the
+//! Everything about one user shares the hash tag `{user:<id>}` (a room's `{room:<id>}`, a push
+//! token's `{token:<token>}`), so every script touches one hash slot and works on a Redis Cluster; the user's channel is in the
 //! same slot, so the scripts may `SPUBLISH` to it.
 //!
 //! Names are unambiguous: room and user ids are validated to `A-Za-z0-9_-.:` (`@` too for users),
@@ -117,6 +119,19 @@ impl UserKeys {
     pub fn idempotency_marker(&self, key: &str) -> String {
         format!("{}:idem:{key}", self.base)
     }
+
+    /// Marks that the push API request with this idempotency key reached the user's sessions
+    /// of `tag` (`|` is in neither's alphabet).
+    pub fn tagged_idempotency_marker(&self, key: &str, tag: &UserId) -> String {
+        format!("{}:idem:{key}|{tag}", self.base)
+    }
+}
+
+/// The users whose sockets registered the push token `token` (the old push service's `tokenId`),
+/// a sorted set by last registration time: `<prefix>{token:<token>}:users`. Tokens have a user
+/// id's alphabet.
+pub fn token_users(prefix: &str, token: &UserId) -> String {
+    format!("{prefix}{{token:{token}}}:users")
 }
 
 /// The key of a worker's claim on a `notification` channel message, by the message's hash.
@@ -194,6 +209,16 @@ mod tests {
             assert_eq!(hash_slot(name), slot, "{name}");
         }
         assert_eq!(room_channel("chat:", &room("lobby")), "chat:{room:lobby}");
+        assert_eq!(
+            keys.tagged_idempotency_marker("k", &user("t")),
+            "chat:{user:ann}:idem:k|t"
+        );
+        assert_eq!(token_users("chat:", &user("t-1")), "chat:{token:t-1}:users");
+        assert_ne!(
+            hash_slot(&token_users("chat:", &user("ann"))),
+            hash_slot(&keys.inbox),
+            "a token's own slot, not its namesake user's"
+        );
     }
 
     #[test]

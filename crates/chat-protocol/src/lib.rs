@@ -6,7 +6,9 @@
 
 pub mod bus;
 pub mod client;
+pub mod dialects;
 pub mod error;
+pub mod freeform;
 pub mod keys;
 pub mod limits;
 pub mod people;
@@ -17,5 +19,6 @@ pub mod status;
 pub mod validate;
 
 pub use error::{ErrorCode, ProtocolError};
+pub use freeform::FreeForm;
 pub use limits::Limits;
 pub use validate::{ChatText, ClientMsgId, DeviceId, RoomId, UserId, Username};

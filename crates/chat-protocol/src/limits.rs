@@ -12,6 +12,9 @@ pub struct Limits {
     pub max_text_chars: usize,
     /// Longest accepted user id, device id or client message id, in bytes (they are ASCII).
     pub max_user_id_len: usize,
+    /// Largest free-form object an old client may send (a `chat` of the old chat app, a
+    /// `todo`), as JSON, in bytes (see [`crate::freeform`]).
+    pub max_object_bytes: usize,
 }
 
 impl Limits {
@@ -19,6 +22,7 @@ impl Limits {
     pub const DEFAULT_MAX_USERNAME_CHARS: usize = 32;
     pub const DEFAULT_MAX_TEXT_CHARS: usize = 2000;
     pub const DEFAULT_MAX_USER_ID_LEN: usize = 64;
+    pub const DEFAULT_MAX_OBJECT_BYTES: usize = 8192;
 }
 
 impl Default for Limits {
@@ -28,6 +32,7 @@ impl Default for Limits {
             max_username_chars: Self::DEFAULT_MAX_USERNAME_CHARS,
             max_text_chars: Self::DEFAULT_MAX_TEXT_CHARS,
             max_user_id_len: Self::DEFAULT_MAX_USER_ID_LEN,
+            max_object_bytes: Self::DEFAULT_MAX_OBJECT_BYTES,
         }
     }
 }

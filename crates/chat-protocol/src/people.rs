@@ -25,16 +25,20 @@ pub const GEO_EVENT: &str = "geo";
 /// Sent by the server to a device logged out by a login elsewhere, just before disconnecting it.
 pub const LOGOUT_EVENT: &str = "logout";
 
+/// Sent by a client to acknowledge delivered direct messages by id, beside (or instead of) the
+/// socket.io ack of the `chat` event: for client libraries that cannot answer the server's acks.
+pub const CHAT_ACK_EVENT: &str = "chat_ack";
+
 /// A user id or device id as it arrives: old clients send numbers too.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
-enum IdValue {
+pub enum IdValue {
     Text(String),
     Number(u64),
 }
 
 impl IdValue {
-    fn into_text(self) -> String {
+    pub fn into_text(self) -> String {
         match self {
             Self::Text(text) => text,
             Self::Number(number) => number.to_string(),
@@ -72,22 +76,69 @@ impl LoginPayload {
             .user_id
             .map(|id| UserId::parse(&id.into_text(), limits))
             .transpose()?;
-        let user = match (authenticated, claimed) {
-            (Some(proved), Some(claimed)) if claimed != *proved => {
-                return Err(ProtocolError::new(
-                    ErrorCode::Forbidden,
-                    format!("this socket is authenticated as {proved}, not {claimed}"),
-                ));
-            }
-            (Some(proved), _) => proved.clone(),
-            (None, Some(claimed)) => claimed,
-            (None, None) => return Err(invalid_payload(Self::EXPECTED)),
-        };
+        let user = resolve_user(claimed, authenticated, Self::EXPECTED)?;
         Ok(Login {
             user,
             device: DeviceId::parse(&self.device_id.into_text(), limits)?,
         })
     }
+}
+
+/// The user a login is for: the one the handshake proved (`authenticated`), which a claimed id
+/// must then name; else the claimed one. Neither: `invalid_payload` with `expected`.
+pub fn resolve_user(
+    claimed: Option<UserId>,
+    authenticated: Option<&UserId>,
+    expected: &str,
+) -> Result<UserId, ProtocolError> {
+    match (authenticated, claimed) {
+        (Some(proved), Some(claimed)) if claimed != *proved => Err(ProtocolError::new(
+            ErrorCode::Forbidden,
+            format!("this socket is authenticated as {proved}, not {claimed}"),
+        )),
+        (Some(proved), _) => Ok(proved.clone()),
+        (None, Some(claimed)) => Ok(claimed),
+        (None, None) => Err(invalid_payload(expected)),
+    }
+}
+
+/// Payload of `chat_ack`: `{"ids": ["<id>", ...]}`, ids of direct messages delivered to this
+/// user.
+#[derive(Debug, Deserialize)]
+pub struct ChatAckPayload {
+    pub ids: Vec<String>,
+}
+
+impl ChatAckPayload {
+    pub const EXPECTED: &'static str = "chat_ack expects {\"ids\": [string]}";
+
+    /// The ids, each a message id (`<ms>-<seq>`), at most `max` of them.
+    pub fn validate(self, max: usize) -> Result<Vec<StreamId>, ProtocolError> {
+        if self.ids.is_empty() || self.ids.len() > max {
+            return Err(invalid_payload(&format!(
+                "chat_ack takes 1 to {max} ids, not {}",
+                self.ids.len()
+            )));
+        }
+        self.ids
+            .iter()
+            .map(|id| {
+                id.parse::<StreamId>().map_err(|()| {
+                    invalid_payload(&format!(
+                        "{:?} is not a message id",
+                        id.chars().take(64).collect::<String>()
+                    ))
+                })
+            })
+            .collect()
+    }
+}
+
+/// Answer to `chat_ack`: `{ok:true, removed}` (how many of the ids were still waiting).
+#[derive(Debug, Serialize)]
+pub struct ChatAckReply {
+    pub ok: bool,
+    pub removed: u64,
 }
 
 /// Payload of `chat`: `{"to": "...", "text": "...", "clientMsgId"?: "..."}`. Any other field
@@ -157,6 +208,37 @@ impl DirectMessageFields<'_> {
     }
 }
 
+/// The body of a direct message whose content is a free-form object (the old chat app's
+/// `chat`): `"from":..,"to":..,"ts":..,"clientMsgId"?:..,<the object's fields>}`.
+pub fn free_form_body(
+    from: &str,
+    to: &str,
+    ts: u64,
+    client_msg_id: Option<&str>,
+    fields: &crate::FreeForm,
+) -> String {
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Head<'a> {
+        from: &'a str,
+        to: &'a str,
+        ts: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client_msg_id: Option<&'a str>,
+    }
+    // Strings and integers always serialize.
+    let head = serde_json::to_string(&Head {
+        from,
+        to,
+        ts,
+        client_msg_id,
+    })
+    .unwrap_or_else(|_| "{}".to_owned());
+    let mut body = head[1..head.len() - 1].to_owned();
+    body.push_str(&fields.tail());
+    body
+}
+
 /// The message as clients receive it: `{"id":"<id>",<body>`.
 pub fn message_json(id: &str, body: &str) -> String {
     let mut json = String::with_capacity(id.len() + body.len() + 8);
@@ -220,6 +302,9 @@ pub enum UserFrame<'a> {
         event: &'a str,
         id: Option<StreamId>,
         remove_on_ack: bool,
+        /// Only the sessions that registered this tag take the push (the old push service's
+        /// `tokenId`); `None`: every session of the user.
+        tag: Option<&'a str>,
         payload: &'a RawValue,
     },
 }
@@ -241,6 +326,8 @@ struct RawUserFrame<'a> {
     payload: Option<&'a RawValue>,
     #[serde(default, rename = "removeOnAck")]
     remove_on_ack: bool,
+    #[serde(default)]
+    tag: Option<&'a str>,
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -281,6 +368,7 @@ impl<'a> UserFrame<'a> {
                     None => None,
                 },
                 remove_on_ack: raw.remove_on_ack,
+                tag: raw.tag,
                 payload: raw
                     .payload
                     .ok_or(UserFrameError("push frame without a payload"))?,
@@ -290,11 +378,17 @@ impl<'a> UserFrame<'a> {
     }
 }
 
-/// The user-channel frame of a push without storage: `{"kind":"push","event":..,"payload":..}`.
-pub fn push_frame(event: &str, payload: &str) -> String {
-    let mut frame = String::with_capacity(event.len() + payload.len() + 40);
+/// The user-channel frame of a push without storage: `{"kind":"push","event":..,"payload":..}`,
+/// with `"tag":..` when only the sessions that registered the tag take it. `event` and `tag` are
+/// validated names (no character needs escaping in JSON).
+pub fn push_frame(event: &str, tag: Option<&str>, payload: &str) -> String {
+    let mut frame = String::with_capacity(event.len() + payload.len() + 60);
     frame.push_str("{\"kind\":\"push\",\"event\":\"");
     frame.push_str(event);
+    if let Some(tag) = tag {
+        frame.push_str("\",\"tag\":\"");
+        frame.push_str(tag);
+    }
     frame.push_str("\",\"payload\":");
     frame.push_str(payload);
     frame.push('}');
@@ -380,7 +474,9 @@ pub struct GeoHook<'a> {
 
 /// A message on its way through moderation: published on the filter channel, and expected back
 /// on the return channel (the filter may rewrite `text`; anything it does not hand back is
-/// never delivered): `{"mid":"...","from":"ann","to":"bob","text":"hi","ts":...}`.
+/// never delivered): `{"mid":"...","from":"ann","to":"bob","text":"hi","ts":...}`. A message of
+/// the old chat app carries its own fields instead of `text` (`{"mid",.."content":..,"type":..}`),
+/// as the old server handed the filter the app's object.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ModerationItem {
@@ -388,10 +484,14 @@ pub struct ModerationItem {
     pub mid: String,
     pub from: String,
     pub to: String,
-    pub text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
     pub ts: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_msg_id: Option<String>,
+    /// A free-form message's fields (every other key).
+    #[serde(flatten)]
+    pub fields: serde_json::Map<String, serde_json::Value>,
 }
 
 #[cfg(test)]
@@ -506,19 +606,28 @@ mod tests {
             })
         ));
         assert!(UserFrame::parse(r#"{"kind":"chat","id":"7"}"#).is_err());
-        let push = push_frame("like", r#"{"n":1}"#);
+        let push = push_frame("like", None, r#"{"n":1}"#);
         match UserFrame::parse(&push).unwrap() {
             UserFrame::Push {
                 event,
                 id,
                 remove_on_ack,
+                tag,
                 payload,
             } => {
-                assert_eq!((event, id, remove_on_ack), ("like", None, false));
+                assert_eq!((event, id, remove_on_ack, tag), ("like", None, false, None));
                 assert_eq!(payload.get(), r#"{"n":1}"#);
             }
             other => panic!("unexpected {other:?}"),
         }
+        let tagged = push_frame("receive_message", Some("t-1"), r#"{"data":1}"#);
+        assert!(matches!(
+            UserFrame::parse(&tagged),
+            Ok(UserFrame::Push {
+                tag: Some("t-1"),
+                ..
+            })
+        ));
         assert!(matches!(
             UserFrame::parse(
                 r#"{"kind":"push","event":"n","id":"4-2","removeOnAck":true,"payload":{}}"#

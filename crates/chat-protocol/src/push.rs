@@ -34,16 +34,19 @@ pub enum Category {
     Publish,
     System,
     Mailbox,
+    /// An item a notices client sent another user (`todo`).
+    Todo,
 }
 
 impl Category {
-    pub const ALL: [Category; 6] = [
+    pub const ALL: [Category; 7] = [
         Self::Announcement,
         Self::Remind,
         Self::Subscription,
         Self::Publish,
         Self::System,
         Self::Mailbox,
+        Self::Todo,
     ];
 }
 

@@ -19,7 +19,7 @@ pub const MAX_LINE: usize = 4000;
 
 /// Values of the `event` label of `chat_events_received_total`: the events the server knows, and
 /// `other` for every name it does not (a client chooses event names, so they are never labels).
-pub const EVENT_LABELS: [&str; 9] = [
+pub const EVENT_LABELS: [&str; 12] = [
     "join",
     "say",
     crate::people::LOGIN_EVENT,
@@ -28,6 +28,9 @@ pub const EVENT_LABELS: [&str; 9] = [
     crate::people::GEO_EVENT,
     crate::push::MARK_READ_EVENT,
     crate::push::UNREAD_COUNT_EVENT,
+    crate::people::CHAT_ACK_EVENT,
+    crate::dialects::USER_LOGIN_EVENT,
+    crate::dialects::TODO_EVENT,
     "other",
 ];
 

@@ -197,7 +197,7 @@ impl ChatText {
 
 /// Control characters, and the Unicode bidirectional overrides and isolates that can make a
 /// rendered string read differently from its bytes.
-fn is_forbidden_char(c: char) -> bool {
+pub(crate) fn is_forbidden_char(c: char) -> bool {
     c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 

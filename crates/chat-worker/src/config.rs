@@ -102,6 +102,11 @@ pub struct WorkerSettings {
     #[arg(long, env = "CHAT_MAX_USER_ID_LEN", default_value_t = Limits::DEFAULT_MAX_USER_ID_LEN)]
     pub max_user_id_len: usize,
 
+    /// Largest free-form object an old client may send (the old chat app's `chat`, a `todo`),
+    /// as JSON, in bytes; every string in it obeys `--max-text-chars`.
+    #[arg(long, env = "CHAT_MAX_OBJECT_BYTES", default_value_t = Limits::DEFAULT_MAX_OBJECT_BYTES)]
+    pub max_object_bytes: usize,
+
     #[command(flatten)]
     pub people: PeopleSettings,
 
@@ -287,6 +292,12 @@ pub struct PeopleSettings {
     #[arg(long, env = "CHAT_DELIVERY_ACK_TIMEOUT_MS", default_value_t = 10_000)]
     pub delivery_ack_timeout_ms: u64,
 
+    /// Most direct messages in flight to one socket (sent, neither acknowledged nor past
+    /// `--delivery-ack-timeout-ms`): below it, messages go out as they come without waiting for
+    /// acks; at it, the next ones wait in the inbox. At least `--delivery-batch`.
+    #[arg(long, env = "CHAT_DELIVERY_WINDOW", default_value_t = 1_000)]
+    pub delivery_window: usize,
+
     /// Live direct messages queued for one logged-in socket; beyond, the socket catches up
     /// from the inbox instead.
     #[arg(long, env = "CHAT_SESSION_QUEUE", default_value_t = 256)]
@@ -317,8 +328,9 @@ pub struct PeopleSettings {
     )]
     pub offline_channel: String,
 
-    /// Redis channel receiving `geo` events (empty: `geo` is refused).
-    #[arg(long, env = "CHAT_GEO_CHANNEL", default_value = "geo_message_channel")]
+    /// Redis channel receiving `geo` events (empty: `geo` is refused); `geo` is the old chat
+    /// app's server's name for it.
+    #[arg(long, env = "CHAT_GEO_CHANNEL", default_value = "geo")]
     pub geo_channel: String,
 
     /// Moderate direct messages: send them to the filter channel and deliver only what the
@@ -360,6 +372,7 @@ impl WorkerSettings {
             max_username_chars: self.max_username_chars,
             max_text_chars: self.max_text_chars,
             max_user_id_len: self.max_user_id_len,
+            max_object_bytes: self.max_object_bytes,
         }
     }
 
@@ -413,7 +426,9 @@ impl WorkerSettings {
             ("bus-queue", self.bus_queue),
             ("bus-receive-buffer", self.bus_receive_buffer),
             ("max-user-id-len", self.max_user_id_len),
+            ("max-object-bytes", self.max_object_bytes),
             ("delivery-batch", self.people.delivery_batch),
+            ("delivery-window", self.people.delivery_window),
             ("session-queue", self.people.session_queue),
             (
                 "inbox-max-messages",
@@ -459,6 +474,21 @@ impl WorkerSettings {
             return Err(format!(
                 "--max-message-bytes {} is too small for a chat message; use at least 1024",
                 self.max_message_bytes
+            ));
+        }
+        // A free-form object, and the packet around it, must fit in one message.
+        if self.max_object_bytes + 256 > self.max_message_bytes {
+            return Err(format!(
+                "--max-object-bytes {} leaves no room for the packet around it in --max-message-bytes {}: use at most {}",
+                self.max_object_bytes,
+                self.max_message_bytes,
+                self.max_message_bytes.saturating_sub(256)
+            ));
+        }
+        if self.people.delivery_window < self.people.delivery_batch {
+            return Err(format!(
+                "--delivery-window {} must be at least --delivery-batch {}",
+                self.people.delivery_window, self.people.delivery_batch
             ));
         }
         if !(self.rate_per_sec > 0.0 && self.rate_burst >= 1.0) {

@@ -19,7 +19,10 @@ use chat_protocol::{
     ErrorCode, Limits, ProtocolError, RoomId, UserId, Username,
     bus::{Topic, encode_frame},
     client::{JoinPayload, SayPayload, invalid_payload},
-    people::{CHAT_EVENT, GEO_EVENT, HEARTBEAT_EVENT, HeartbeatAck, LOGIN_EVENT, LoginPayload},
+    people::{
+        CHAT_ACK_EVENT, CHAT_EVENT, GEO_EVENT, HEARTBEAT_EVENT, HeartbeatAck, LOGIN_EVENT,
+        LoginPayload,
+    },
     push::{MARK_READ_EVENT, UNREAD_COUNT_EVENT},
     report::WorkerReport,
     server::{Ack, RoomEventData, RoomEventKind, RoomMessage},
@@ -238,6 +241,13 @@ impl Node {
                 let answer = async {
                     let reader = self.logged_in_sender(&socket)?;
                     self.people.mark_read(&reader, payload(data)).await
+                };
+                send_answer(ack, answer.await);
+            }
+            CHAT_ACK_EVENT => {
+                let answer = async {
+                    let reader = self.logged_in_sender(&socket)?;
+                    self.people.chat_ack(&reader, payload(data)).await
                 };
                 send_answer(ack, answer.await);
             }

@@ -200,11 +200,13 @@ impl Inbox {
     }
 
     /// Records a login of `user` from `device`: bumps the login generation, publishes the login
-    /// frame (older sessions act on it) and the hook message, and counts waiting messages.
+    /// frame (older sessions act on it; only for an `exclusive` login) and the hook message,
+    /// and counts waiting messages.
     pub async fn login(
         &self,
         user: &UserId,
         device: &DeviceId,
+        exclusive: bool,
         hook: Option<(&str, String)>,
     ) -> Result<LoginRecord, InboxError> {
         let _timer = crate::metrics::redis_command_timer();
@@ -218,7 +220,11 @@ impl Inbox {
                 vec![
                     device.as_str().to_owned(),
                     self.oldest_kept_ms().to_string(),
-                    keys.channel,
+                    if exclusive {
+                        keys.channel
+                    } else {
+                        String::new()
+                    },
                     hook_channel.to_owned(),
                     hook_message,
                 ],
@@ -241,13 +247,14 @@ impl Inbox {
         read_stream(self.client(), self.keys(user).inbox, "b", after, count).await
     }
 
-    /// Removes acknowledged messages (and their senders' counts).
-    pub async fn remove(&self, user: &UserId, ids: &[StreamId]) -> Result<(), InboxError> {
+    /// Removes acknowledged messages (and their senders' counts); answers how many were still
+    /// there.
+    pub async fn remove(&self, user: &UserId, ids: &[StreamId]) -> Result<u64, InboxError> {
         if ids.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let keys = self.keys(user);
-        let _removed: u64 = self
+        let removed: u64 = self
             .client()
             .eval(
                 REMOVE_LUA,
@@ -255,7 +262,7 @@ impl Inbox {
                 ids.iter().map(StreamId::to_string).collect::<Vec<_>>(),
             )
             .await?;
-        Ok(())
+        Ok(removed)
     }
 
     /// Publishes a hook message; answers how many subscribers received it.

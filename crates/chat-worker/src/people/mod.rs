@@ -10,6 +10,7 @@
 //! Architecture invariant (identity): the sender of a direct message is the socket's logged-in
 //! user, never a field of the payload; a socket's identity is set once, by its own login.
 
+pub mod format;
 pub mod inbox;
 pub mod mailman;
 pub mod moderation;
@@ -21,17 +22,19 @@ use std::sync::{
 };
 
 use chat_protocol::{
-    DeviceId, ErrorCode, Limits, ProtocolError, UserId,
+    ChatText, ClientMsgId, DeviceId, ErrorCode, FreeForm, Limits, ProtocolError, UserId,
     bus::{NodeId, Topic},
     people::{
-        ChatPayload, DirectMessageFields, GeoHook, LoginAck, LoginPayload, ModerationItem, Pending,
-        SendAck, SessionEvent, SessionHook, StreamId, validate_geo,
+        ChatAckPayload, ChatAckReply, ChatPayload, DirectMessageFields, GeoHook, Login, LoginAck,
+        LoginPayload, ModerationItem, Pending, SendAck, SessionEvent, SessionHook, StreamId,
+        free_form_body, validate_geo,
     },
     push::{Category, MarkReadAck, MarkReadPayload, StoredCategory, UnreadCountAck},
 };
 use socketioxide::extract::SocketRef;
 
 use self::{
+    format::{SessionFormat, Standard},
     inbox::{Inbox, InboxError, Outgoing, Stored},
     mailman::Mailman,
     sessions::Sessions,
@@ -50,6 +53,47 @@ use crate::{
 pub struct Identity {
     pub user: UserId,
     pub device: DeviceId,
+    /// Whether the socket's end publishes a logout hook.
+    pub logout_hook: bool,
+}
+
+/// How a login binds its socket, beyond who it is: the core's way by default; an old client
+/// dialect ([`crate::dialects`]) sets its own.
+#[derive(Debug, Clone)]
+pub struct LoginOptions {
+    /// How the session takes its deliveries.
+    pub format: Arc<dyn SessionFormat>,
+    /// Whether the login follows `--device-policy` (logs older sessions of other devices out,
+    /// and is logged out by newer ones). `false`: it stays beside every other session of the
+    /// user, and logs none out.
+    pub exclusive: bool,
+    /// Fields of the login hook message besides the core's own (which win on a clash): an old
+    /// client's login object, which its backends read.
+    pub hook_fields: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Whether the socket's end publishes a logout hook on the login channel (old backends
+    /// read every message there as a login).
+    pub logout_hook: bool,
+    /// Pushes tagged with this reach the session (the old push service's `tokenId`).
+    pub tag: Option<UserId>,
+}
+
+impl Default for LoginOptions {
+    fn default() -> Self {
+        Self {
+            format: Arc::new(Standard),
+            exclusive: true,
+            hook_fields: None,
+            logout_hook: true,
+            tag: None,
+        }
+    }
+}
+
+/// What a direct message says: a text (the core's `chat`), or an old client's own fields.
+#[derive(Debug, Clone, Copy)]
+pub enum Content<'a> {
+    Text(&'a ChatText),
+    Fields(&'a FreeForm),
 }
 
 /// A socket's login, kept in its membership.
@@ -163,13 +207,7 @@ impl People {
 
     /// `login {userId, deviceId}`: binds the socket to the user (once; the handshake's
     /// `authenticated` identity if any), logs older sessions out per the device policy, and
-    /// answers with the waiting counts.
-    ///
-    /// A login either completes or is abandoned, never half of each. Its effects (the login
-    /// hook, the kick-out of older sessions, the generation) are all in one script; if the
-    /// socket closes before that script is issued, the login is abandoned with none of them.
-    /// Once it is issued the login counts as made, and the socket's end — even during the
-    /// script — publishes exactly one logout hook, after the login's on the same connection.
+    /// answers with the waiting counts. See [`Self::login_as`].
     pub async fn login(
         &self,
         socket: &SocketRef,
@@ -177,14 +215,33 @@ impl People {
         authenticated: Option<&UserId>,
         payload: Option<LoginPayload>,
     ) -> Result<LoggedIn, ProtocolError> {
-        let inbox = self.inbox()?;
-        let unread = self.unread()?;
         let login = payload
             .ok_or_else(|| ProtocolError::new(ErrorCode::InvalidPayload, LoginPayload::EXPECTED))?
             .validate(&self.limits, authenticated)?;
+        self.login_as(socket, slot, login, LoginOptions::default())
+            .await
+    }
+
+    /// Binds the socket to a validated login, as `options` say.
+    ///
+    /// A login either completes or is abandoned, never half of each. Its effects (the login
+    /// hook, the kick-out of older sessions, the generation) are all in one script; if the
+    /// socket closes before that script is issued, the login is abandoned with none of them.
+    /// Once it is issued the login counts as made, and the socket's end — even during the
+    /// script — publishes exactly one logout hook, after the login's on the same connection.
+    pub async fn login_as(
+        &self,
+        socket: &SocketRef,
+        slot: &LoginSlot,
+        login: Login,
+        options: LoginOptions,
+    ) -> Result<LoggedIn, ProtocolError> {
+        let inbox = self.inbox()?;
+        let unread = self.unread()?;
         let identity = Arc::new(Identity {
             user: login.user,
             device: login.device,
+            logout_hook: options.logout_hook,
         });
         {
             let mut state = slot.lock();
@@ -210,15 +267,22 @@ impl People {
             }
             *state = LoginState::Committing(Arc::clone(&identity));
         }
-        let mailbox = self
-            .sessions
-            .add(&identity.user, identity.device.clone(), socket.clone());
+        let mailbox = self.sessions.add(
+            &identity.user,
+            identity.device.clone(),
+            socket.clone(),
+            options.exclusive,
+            options.tag.clone(),
+        );
         if self.hub.enter(&topic) == Occupancy::Changed {
             self.bus.occupancy_changed(&topic);
         }
 
-        let hook = self.session_hook(SessionEvent::Login, &identity);
-        let record = match inbox.login(&identity.user, &identity.device, hook).await {
+        let hook = self.session_hook(SessionEvent::Login, &identity, options.hook_fields.as_ref());
+        let record = match inbox
+            .login(&identity.user, &identity.device, options.exclusive, hook)
+            .await
+        {
             Ok(record) => record,
             Err(err) => {
                 tracing::warn!(user = %identity.user, cause = %err, "login not recorded");
@@ -249,7 +313,9 @@ impl People {
             user: identity.user.clone(),
             socket: socket.clone(),
             batch: self.settings.delivery_batch,
+            window: self.settings.delivery_window,
             ack_timeout: self.settings.delivery_ack_timeout(),
+            format: options.format,
         };
         Ok(LoggedIn {
             identity,
@@ -270,12 +336,24 @@ impl People {
         sender: &Identity,
         payload: Option<ChatPayload>,
     ) -> Result<Sent, ProtocolError> {
-        let inbox = self.inbox()?;
+        self.inbox()?;
         let request = payload
             .ok_or_else(|| ProtocolError::new(ErrorCode::InvalidPayload, ChatPayload::EXPECTED))?
             .validate(&self.limits)?;
-        inbox
-            .spend_send(&sender.user)
+        self.send_message(
+            sender,
+            &request.to,
+            Content::Text(&request.text),
+            request.client_msg_id.as_ref(),
+        )
+        .await
+    }
+
+    /// Takes one send from the user's budget, shared by every worker (`--sender-rate-per-sec`),
+    /// or refuses; a refusal says nothing was stored.
+    pub async fn spend_send(&self, sender: &UserId) -> Result<(), ProtocolError> {
+        self.inbox()?
+            .spend_send(sender)
             .await
             .map_err(|err| match err {
                 InboxError::Rate { .. } => send_refusal(&err, false),
@@ -287,9 +365,27 @@ impl People {
                         "the message store did not answer; the message was not stored; retry later",
                     )
                 }
-            })?;
+            })
+    }
+
+    /// Sends a validated direct message from `sender` to `to`: paid from the sender's rate,
+    /// stored in the recipient's inbox (or handed to the moderation filter) before the answer.
+    pub async fn send_message(
+        &self,
+        sender: &Identity,
+        to: &UserId,
+        content: Content<'_>,
+        client_msg_id: Option<&ClientMsgId>,
+    ) -> Result<Sent, ProtocolError> {
+        let inbox = self.inbox()?;
+        self.spend_send(&sender.user).await?;
         let ts = unix_millis();
+        let client_msg_id = client_msg_id.map(ClientMsgId::as_str);
         if self.settings.moderation {
+            let (text, fields) = match content {
+                Content::Text(text) => (Some(text.as_str().to_owned()), Default::default()),
+                Content::Fields(fields) => (None, fields.fields().clone()),
+            };
             let item = ModerationItem {
                 mid: format!(
                     "{}-m{}",
@@ -297,29 +393,36 @@ impl People {
                     self.next_moderation.fetch_add(1, Ordering::Relaxed)
                 ),
                 from: sender.user.as_str().to_owned(),
-                to: request.to.as_str().to_owned(),
-                text: request.text.as_str().to_owned(),
+                to: to.as_str().to_owned(),
+                text,
                 ts,
-                client_msg_id: request.client_msg_id.map(|id| id.as_str().to_owned()),
+                client_msg_id: client_msg_id.map(str::to_owned),
+                fields,
             };
             return self.submit_for_moderation(inbox, item).await;
         }
-        let fields = DirectMessageFields {
-            from: sender.user.as_str(),
-            to: request.to.as_str(),
-            text: request.text.as_str(),
-            ts,
-            client_msg_id: request.client_msg_id.as_ref().map(|id| id.as_str()),
+        let body = match content {
+            Content::Text(text) => DirectMessageFields {
+                from: sender.user.as_str(),
+                to: to.as_str(),
+                text: text.as_str(),
+                ts,
+                client_msg_id,
+            }
+            .body(),
+            Content::Fields(fields) => {
+                free_form_body(sender.user.as_str(), to.as_str(), ts, client_msg_id, fields)
+            }
         };
         let stored = inbox
             .send(Outgoing {
-                to: &request.to,
+                to,
                 from: sender.user.as_str(),
-                body: &fields.body(),
-                client_msg_id: request.client_msg_id.as_ref().map(|id| id.as_str()),
+                body: &body,
+                client_msg_id,
             })
             .await
-            .map_err(|err| send_refusal(&err, request.client_msg_id.is_some()))?;
+            .map_err(|err| send_refusal(&err, client_msg_id.is_some()))?;
         Ok(match stored {
             Stored::New(id) => Sent {
                 id,
@@ -334,27 +437,52 @@ impl People {
         })
     }
 
+    /// `chat_ack {ids}`: removes delivered direct messages from the reader's own inbox (a
+    /// second way to acknowledge, for clients that cannot answer the server's acks), and takes
+    /// them out of flight for the reader's sessions on this worker.
+    pub async fn chat_ack(
+        &self,
+        reader: &Identity,
+        payload: Option<ChatAckPayload>,
+    ) -> Result<ChatAckReply, ProtocolError> {
+        let inbox = self.inbox()?;
+        let ids = payload
+            .ok_or_else(|| ProtocolError::new(ErrorCode::InvalidPayload, ChatAckPayload::EXPECTED))?
+            .validate(self.settings.inbox_max_messages as usize)?;
+        let removed = inbox
+            .remove(&reader.user, &ids)
+            .await
+            .map_err(|err| unavailable(&err))?;
+        self.sessions.acked(&reader.user, &ids);
+        Ok(ChatAckReply { ok: true, removed })
+    }
+
     /// `geo {...}` from a logged-in socket: forwarded to the geo hook channel.
     pub async fn geo(
         &self,
         sender: &Identity,
         payload: Option<serde_json::Value>,
     ) -> Result<(), ProtocolError> {
-        let inbox = self.inbox()?;
         let data = validate_geo(payload)?;
-        if self.settings.geo_channel.is_empty() {
-            return Err(ProtocolError::new(
-                ErrorCode::Unavailable,
-                "geo events are not collected here",
-            ));
-        }
         let hook = GeoHook {
             user_id: sender.user.as_str(),
             device_id: sender.device.as_str(),
             ts: unix_millis(),
             data: &data,
         };
-        let message = serde_json::to_string(&hook).unwrap_or_default();
+        self.publish_geo(serde_json::to_string(&hook).unwrap_or_default())
+            .await
+    }
+
+    /// Publishes a message on the geo hook channel (`--geo-channel`; empty: refused).
+    pub async fn publish_geo(&self, message: String) -> Result<(), ProtocolError> {
+        let inbox = self.inbox()?;
+        if self.settings.geo_channel.is_empty() {
+            return Err(ProtocolError::new(
+                ErrorCode::Unavailable,
+                "geo events are not collected here",
+            ));
+        }
         inbox
             .publish(&self.settings.geo_channel, message)
             .await
@@ -372,9 +500,12 @@ impl People {
             LoginState::Committing(identity) | LoginState::In(identity) => identity,
         };
         self.forget(&identity.user, socket);
+        if !identity.logout_hook {
+            return;
+        }
         if let (Some(inbox), Some((channel, message))) = (
             &self.inbox,
-            self.session_hook(SessionEvent::Logout, &identity),
+            self.session_hook(SessionEvent::Logout, &identity, None),
         ) && let Err(err) = inbox.publish(channel, message).await
         {
             tracing::debug!(cause = %err, "logout hook not published");
@@ -387,12 +518,11 @@ impl People {
         let Some(inbox) = &self.inbox else { return };
         match moderation::approved(item, &self.limits) {
             Ok(approved) => {
-                let fields = approved.fields();
                 let outcome = inbox
                     .send(Outgoing {
                         to: &approved.to,
                         from: approved.from.as_str(),
-                        body: &fields.body(),
+                        body: &approved.body(),
                         client_msg_id: Some(&approved.token),
                     })
                     .await;
@@ -498,7 +628,13 @@ impl People {
         }
     }
 
-    fn session_hook(&self, event: SessionEvent, identity: &Identity) -> Option<(&str, String)> {
+    /// The login hook's channel and message: the core's fields, after `extra` ones if any.
+    fn session_hook(
+        &self,
+        event: SessionEvent,
+        identity: &Identity,
+        extra: Option<&serde_json::Map<String, serde_json::Value>>,
+    ) -> Option<(&str, String)> {
         if self.settings.login_channel.is_empty() {
             return None;
         }
@@ -510,10 +646,17 @@ impl People {
             ts: unix_millis(),
             node: &node,
         };
-        Some((
-            &self.settings.login_channel,
-            serde_json::to_string(&hook).unwrap_or_default(),
-        ))
+        let message = match extra {
+            None => serde_json::to_string(&hook).unwrap_or_default(),
+            Some(extra) => {
+                let mut merged = extra.clone();
+                if let Ok(serde_json::Value::Object(core)) = serde_json::to_value(&hook) {
+                    merged.extend(core);
+                }
+                serde_json::to_string(&merged).unwrap_or_default()
+            }
+        };
+        Some((&self.settings.login_channel, message))
     }
 
     fn inbox(&self) -> Result<&Inbox, ProtocolError> {

@@ -4,16 +4,24 @@
 //! input: the filter is a backend, but a broken one must not put bad data in inboxes.
 
 use chat_protocol::{
-    ChatText, ClientMsgId, Limits, ProtocolError, UserId,
-    people::{DirectMessageFields, ModerationItem},
+    ChatText, ClientMsgId, ErrorCode, FreeForm, Limits, ProtocolError, UserId,
+    dialects::ChatAppMessage,
+    people::{DirectMessageFields, ModerationItem, free_form_body},
 };
+
+/// What an approved message says: a text, or an old chat app's own fields.
+#[derive(Debug)]
+pub enum Content {
+    Text(ChatText),
+    Fields(FreeForm),
+}
 
 /// A message the filter approved, validated.
 #[derive(Debug)]
 pub struct Approved {
     pub from: UserId,
     pub to: UserId,
-    pub text: ChatText,
+    pub content: Content,
     pub ts: u64,
     pub client_msg_id: Option<ClientMsgId>,
     /// Marks the message as stored, so that of all workers receiving it only one stores it:
@@ -30,13 +38,25 @@ pub enum ModerationError {
 }
 
 impl Approved {
-    pub fn fields(&self) -> DirectMessageFields<'_> {
-        DirectMessageFields {
-            from: self.from.as_str(),
-            to: self.to.as_str(),
-            text: self.text.as_str(),
-            ts: self.ts,
-            client_msg_id: self.client_msg_id.as_ref().map(ClientMsgId::as_str),
+    /// The message body to store (see [`chat_protocol::people`]).
+    pub fn body(&self) -> String {
+        let client_msg_id = self.client_msg_id.as_ref().map(ClientMsgId::as_str);
+        match &self.content {
+            Content::Text(text) => DirectMessageFields {
+                from: self.from.as_str(),
+                to: self.to.as_str(),
+                text: text.as_str(),
+                ts: self.ts,
+                client_msg_id,
+            }
+            .body(),
+            Content::Fields(fields) => free_form_body(
+                self.from.as_str(),
+                self.to.as_str(),
+                self.ts,
+                client_msg_id,
+                fields,
+            ),
         }
     }
 }
@@ -53,10 +73,29 @@ pub fn approved(json: &str, limits: &Limits) -> Result<Approved, ModerationError
         Some(id) => id.as_str().to_owned(),
         None => format!("m:{}", ClientMsgId::parse(&item.mid, limits)?),
     };
+    let content = match item.text {
+        Some(text) => Content::Text(ChatText::parse(text, limits)?),
+        None => {
+            let fields = FreeForm::parse(
+                serde_json::Value::Object(item.fields),
+                "moderated message",
+                &ChatAppMessage::SERVER_OWNED,
+                limits,
+            )?;
+            if fields.is_empty() {
+                return Err(ProtocolError::new(
+                    ErrorCode::InvalidPayload,
+                    "a moderated message needs a text or fields of its own",
+                )
+                .into());
+            }
+            Content::Fields(fields)
+        }
+    };
     Ok(Approved {
         from: UserId::parse(&item.from, limits)?,
         to: UserId::parse(&item.to, limits)?,
-        text: ChatText::parse(item.text, limits)?,
+        content,
         ts: item.ts,
         client_msg_id,
         token,
@@ -76,10 +115,17 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok.token, "m:00ab-m1");
+        assert_eq!(ok.body(), r#""from":"ann","to":"bob","text":"hi","ts":5}"#);
+        let old_app = approved(
+            r#"{"mid":"x","from":"ann","to":"bob","ts":5,"content":"hi","type":2}"#,
+            &limits,
+        )
+        .unwrap();
         assert_eq!(
-            ok.fields().body(),
-            r#""from":"ann","to":"bob","text":"hi","ts":5}"#
+            old_app.body(),
+            r#""from":"ann","to":"bob","ts":5,"content":"hi","type":2}"#
         );
+        assert!(approved(r#"{"mid":"x","from":"ann","to":"bob","ts":5}"#, &limits).is_err());
         let with_id = approved(
             r#"{"mid":"x","from":"ann","to":"bob","text":"hi","ts":5,"clientMsgId":"c1"}"#,
             &limits,

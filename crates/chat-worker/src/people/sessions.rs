@@ -33,6 +33,9 @@ pub enum Mail {
     },
     /// Read the inbox for anything not delivered yet (after a bus reconnection).
     CatchUp,
+    /// These messages were acknowledged by id (`chat_ack`) and removed from the inbox: they
+    /// are no longer in flight.
+    Acked(Arc<[StreamId]>),
     /// A notification to emit as `event`; with `remove_on_ack`, the client's ack removes `id`
     /// from the unread store.
     Push {
@@ -53,6 +56,11 @@ pub struct Mailbox {
 struct Session {
     sid: Sid,
     device: DeviceId,
+    /// Whether the session follows the device policy; `false`: it stays beside the user's
+    /// other sessions, whatever logs in.
+    exclusive: bool,
+    /// Pushes tagged with this take the session (the old push service's `tokenId`).
+    tag: Option<UserId>,
     /// The login generation of this session; 0 until the login script answered.
     generation: u64,
     /// The newest login seen while `generation` was unknown.
@@ -115,12 +123,22 @@ impl Sessions {
     }
 
     /// Registers a socket logging in; its generation follows with [`Self::set_generation`].
-    pub fn add(&self, user: &UserId, device: DeviceId, socket: SocketRef) -> Mailbox {
+    /// A session that is not `exclusive` is never ended by another login.
+    pub fn add(
+        &self,
+        user: &UserId,
+        device: DeviceId,
+        socket: SocketRef,
+        exclusive: bool,
+        tag: Option<UserId>,
+    ) -> Mailbox {
         let (mail, receiver) = mpsc::channel(self.queue);
         let behind = Arc::new(AtomicBool::new(false));
         self.lock().entry(user.clone()).or_default().push(Session {
             sid: socket.id,
             device,
+            exclusive,
+            tag,
             generation: 0,
             newest_seen: None,
             socket,
@@ -177,16 +195,25 @@ impl Sessions {
                 event,
                 id,
                 remove_on_ack,
+                tag,
                 payload,
             }) => {
                 let event: Arc<str> = Arc::from(event);
                 let payload: Arc<RawValue> = Arc::from(payload.to_owned());
-                self.mail_each(user, || Mail::Push {
-                    event: Arc::clone(&event),
-                    id,
-                    remove_on_ack,
-                    payload: Arc::clone(&payload),
-                });
+                self.mail_matching(
+                    user,
+                    |session| {
+                        tag.is_none_or(|tag| {
+                            session.tag.as_ref().is_some_and(|t| t.as_str() == tag)
+                        })
+                    },
+                    || Mail::Push {
+                        event: Arc::clone(&event),
+                        id,
+                        remove_on_ack,
+                        payload: Arc::clone(&payload),
+                    },
+                );
             }
             Err(err) => tracing::warn!(user, cause = %err, "dropping a bad user frame"),
         }
@@ -200,6 +227,12 @@ impl Sessions {
                 session.behind.store(true, Ordering::Relaxed);
             }
         }
+    }
+
+    /// Tells the user's sessions on this worker that these messages were acknowledged by id.
+    pub fn acked(&self, user: &UserId, ids: &[StreamId]) {
+        let ids: Arc<[StreamId]> = Arc::from(ids);
+        self.mail_each(user.as_str(), || Mail::Acked(Arc::clone(&ids)));
     }
 
     /// Logged-in sockets on this worker.
@@ -219,11 +252,16 @@ impl Sessions {
     /// behind: it catches up from the inbox (a push without storage is lost for it, as for a
     /// client that is not connected).
     fn mail_each(&self, user: &str, mail: impl Fn() -> Mail) {
+        self.mail_matching(user, |_| true, mail);
+    }
+
+    /// Queues mail for the user's sessions that `takes` accepts (see [`Self::mail_each`]).
+    fn mail_matching(&self, user: &str, takes: impl Fn(&Session) -> bool, mail: impl Fn() -> Mail) {
         let by_user = self.lock();
         let Some(sessions) = by_user.get(user) else {
             return;
         };
-        for session in sessions {
+        for session in sessions.iter().filter(|session| takes(session)) {
             if session.mail.try_send(mail()).is_err() {
                 session.behind.store(true, Ordering::Relaxed);
             }
@@ -257,6 +295,9 @@ impl Sessions {
     }
 
     fn ending(&self, session: &Session, generation: u64, device: &str) -> Option<Ending> {
+        if !session.exclusive {
+            return None;
+        }
         let how = supersedes(
             self.policy,
             session.generation,

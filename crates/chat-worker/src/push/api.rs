@@ -231,7 +231,8 @@ async fn broadcast(
 }
 
 /// The old API: `{tokens, data, entityType?}` delivers `receive_message {entityType?, data}`,
-/// both values as they came (any JSON: the old example sends a string).
+/// both values as they came (any JSON: the old example sends a string), to the user of each
+/// token's id and to the sockets that gave the token as `tokenId` at `user_login`.
 async fn legacy_push(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
@@ -239,21 +240,14 @@ async fn legacy_push(
 ) -> Result<impl IntoResponse, Refusal> {
     let (request, pusher): (LegacyPushRequest, _) = admit(&state, &headers, body).await?;
     let idempotency_key = idempotency_key(&headers, &state.limits)?;
-    let users = parse_users(request.tokens, "tokens", &state.limits)?;
+    let tokens = parse_users(request.tokens, "tokens", &state.limits)?;
     let body = LegacyMessage {
         entity_type: request.entity_type.as_deref(),
         data: &request.data,
     }
     .body();
     let counts = pusher
-        .push(Push {
-            users: &users,
-            event: LEGACY_EVENT,
-            body: &body,
-            store: false,
-            remove_on_ack: false,
-            idempotency_key: idempotency_key.as_deref(),
-        })
+        .push_to_tokens(&tokens, LEGACY_EVENT, &body, idempotency_key.as_deref())
         .await
         .map_err(|err| unconfirmed(&err, idempotency_key.as_deref()))?;
     Ok(json(&counts))

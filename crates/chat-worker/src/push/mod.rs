@@ -19,8 +19,8 @@ use chat_protocol::{
     },
 };
 use fred::{
-    prelude::{Client, KeysInterface, LuaInterface, PubsubInterface},
-    types::{Expiration, SetOptions},
+    prelude::{Client, KeysInterface, LuaInterface, PubsubInterface, SortedSetsInterface},
+    types::{Expiration, SetOptions, sorted_sets::ZSort},
 };
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -47,6 +47,29 @@ pub struct Push<'a> {
     pub idempotency_key: Option<&'a str>,
 }
 
+/// Most users one push token keeps (the newest registrations win): a token names one user's
+/// session in the old push service, so more is a token shared or reused, and bounded.
+const MAX_TOKEN_USERS: i64 = 16;
+
+/// What one publish of a token push did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    Offline,
+    Duplicate,
+    Online,
+}
+
+impl std::ops::BitOrAssign for Reach {
+    /// The most telling of two outcomes: online over duplicate over offline.
+    fn bitor_assign(&mut self, other: Self) {
+        *self = match (*self, other) {
+            (Self::Online, _) | (_, Self::Online) => Self::Online,
+            (Self::Duplicate, _) | (_, Self::Duplicate) => Self::Duplicate,
+            _ => Self::Offline,
+        };
+    }
+}
+
 /// What crosses the broadcast channel: `{"room":..,"event":..,"payload":..}`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Announcement<'a> {
@@ -63,6 +86,8 @@ pub struct Pusher {
     unread: Unread,
     limits: Limits,
     idempotency_window: Duration,
+    /// How long a token's registrations are kept after the last one.
+    token_lifetime: Duration,
 }
 
 impl Pusher {
@@ -72,7 +97,129 @@ impl Pusher {
             unread,
             limits,
             idempotency_window: Duration::from_secs(settings.idempotency_window_secs),
+            token_lifetime: Duration::from_secs(settings.unread_max_age_secs),
         }
+    }
+
+    /// Records that a socket of `user` registered the push token `token` (the old push
+    /// service's `tokenId`), so that pushes to the token reach the user's sessions of that tag.
+    /// Kept `--unread-max-age-secs` after the last registration, at most [`MAX_TOKEN_USERS`]
+    /// users per token. One key, in the token's slot.
+    pub async fn register_token(&self, token: &UserId, user: &UserId) -> Result<(), InboxError> {
+        let key = keys::token_users(self.store.prefix(), token);
+        let now = crate::unix_millis() as f64;
+        let pipeline = self.client().pipeline();
+        // Queuing into a pipeline only buffers the command.
+        let _: Result<(), _> = pipeline
+            .zadd(&key, None, None, false, false, (now, user.as_str()))
+            .await;
+        let _: Result<(), _> = pipeline
+            .zremrangebyrank(&key, 0, -(MAX_TOKEN_USERS + 1))
+            .await;
+        let _: Result<(), _> = pipeline
+            .pexpire(&key, self.token_lifetime.as_millis() as i64, None)
+            .await;
+        let _: Vec<fred::types::Value> = pipeline.all().await?;
+        Ok(())
+    }
+
+    /// Delivers a push to each token: to every session of the user of that id, and to the
+    /// sessions of the users who registered the token that registered it (tagged). `online`
+    /// counts the tokens that reached a worker holding one of those users' sockets.
+    pub async fn push_to_tokens(
+        &self,
+        tokens: &[UserId],
+        event: &str,
+        body: &str,
+        idempotency_key: Option<&str>,
+    ) -> Result<PushResponse, InboxError> {
+        let mut payload = String::with_capacity(body.len() + 1);
+        payload.push('{');
+        payload.push_str(body);
+        let untagged = push_frame(event, None, &payload);
+        let mut response = PushResponse {
+            ok: true,
+            online: 0,
+            stored: 0,
+            duplicates: 0,
+        };
+        for token in tokens {
+            let users: Vec<String> = self
+                .client()
+                .zrange(
+                    keys::token_users(self.store.prefix(), token),
+                    0,
+                    -1,
+                    None::<ZSort>,
+                    false,
+                    None,
+                    false,
+                )
+                .await?;
+            let mut reached = self
+                .publish_to(token, None, &untagged, idempotency_key)
+                .await?;
+            for user in users {
+                // A registration is stored only from a validated user id; anything else in the
+                // set is skipped.
+                let Ok(user) = UserId::parse(&user, &self.limits) else {
+                    continue;
+                };
+                if user == *token {
+                    continue;
+                }
+                let tagged = push_frame(event, Some(token.as_str()), &payload);
+                reached |= self
+                    .publish_to(&user, Some(token), &tagged, idempotency_key)
+                    .await?;
+            }
+            match reached {
+                Reach::Online => response.online += 1,
+                Reach::Duplicate => response.duplicates += 1,
+                Reach::Offline => {}
+            }
+        }
+        Ok(response)
+    }
+
+    /// Publishes `frame` to `user`'s channel, once per idempotency key (and tag) if one is given.
+    async fn publish_to(
+        &self,
+        user: &UserId,
+        tag: Option<&UserId>,
+        frame: &str,
+        idempotency_key: Option<&str>,
+    ) -> Result<Reach, InboxError> {
+        let keys = UserKeys::new(self.store.prefix(), user);
+        let Some(key) = idempotency_key else {
+            let receivers: u64 = self.client().spublish(&keys.channel, frame).await?;
+            return Ok(if receivers > 0 {
+                Reach::Online
+            } else {
+                Reach::Offline
+            });
+        };
+        let marker = match tag {
+            Some(tag) => keys.tagged_idempotency_marker(key, tag),
+            None => keys.idempotency_marker(key),
+        };
+        let (online, duplicate): (u64, u64) = self
+            .client()
+            .eval(
+                PUBLISH_LUA,
+                vec![marker],
+                vec![
+                    keys.channel,
+                    frame.to_owned(),
+                    self.idempotency_window.as_millis().to_string(),
+                ],
+            )
+            .await?;
+        Ok(match (online, duplicate) {
+            (_, 1) => Reach::Duplicate,
+            (1, _) => Reach::Online,
+            _ => Reach::Offline,
+        })
     }
 
     fn client(&self) -> &Client {
@@ -107,7 +254,7 @@ impl Pusher {
         let mut payload = String::with_capacity(push.body.len() + 1);
         payload.push('{');
         payload.push_str(push.body);
-        let frame = push_frame(push.event, &payload);
+        let frame = push_frame(push.event, None, &payload);
         if let Some(key) = push.idempotency_key {
             return self.publish_once(push.users, &frame, key).await;
         }

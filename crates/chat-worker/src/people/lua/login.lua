@@ -8,7 +8,7 @@
 -- KEYS[4]  the user's per-sender counts of waiting messages
 -- ARGV[1]  the device logging in (validated: no characters that need JSON escaping)
 -- ARGV[2]  oldest inbox entry kept (unix ms)
--- ARGV[3]  the user's channel (sharded)
+-- ARGV[3]  the user's channel (sharded), or '' for a login that ends no other session
 -- ARGV[4]  login hook channel, or '' for none
 -- ARGV[5]  login hook message
 --
@@ -27,7 +27,9 @@ for _, entry in ipairs(expired) do
   redis.call('XDEL', KEYS[2], entry[1])
 end
 local waiting = redis.call('XLEN', KEYS[2])
-redis.call('SPUBLISH', ARGV[3], '{"kind":"login","generation":' .. generation .. ',"device":"' .. ARGV[1] .. '"}')
+if ARGV[3] ~= '' then
+  redis.call('SPUBLISH', ARGV[3], '{"kind":"login","generation":' .. generation .. ',"device":"' .. ARGV[1] .. '"}')
+end
 if ARGV[4] ~= '' then
   redis.call('PUBLISH', ARGV[4], ARGV[5])
 end
