@@ -37,6 +37,7 @@ use socketioxide::{
 use crate::{
     auth::{AuthError, Authenticator, HandshakeAuth},
     bus::{self, Bus},
+    dialects::{self, Dialects},
     fanout::LocalFanout,
     hub::{Hub, Occupancy},
     people::{Identity, LoginSlot, People},
@@ -73,6 +74,8 @@ pub struct Node {
     bus: Arc<dyn Bus>,
     fanout: LocalFanout,
     people: Arc<People>,
+    /// The old clients' events, served before the core's (see [`Dialects::claims`]).
+    dialects: Dialects,
     authenticator: Authenticator,
     limits: Limits,
     rate: RateLimit,
@@ -82,11 +85,14 @@ pub struct Node {
 }
 
 impl Node {
+    // The worker's parts, each built once in `server::assemble`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         hub: Arc<Hub>,
         bus: Arc<dyn Bus>,
         fanout: LocalFanout,
         people: Arc<People>,
+        dialects: Dialects,
         authenticator: Authenticator,
         limits: Limits,
         rate: RateLimit,
@@ -96,6 +102,7 @@ impl Node {
             bus,
             fanout,
             people,
+            dialects,
             authenticator,
             limits,
             rate,
@@ -210,6 +217,9 @@ impl Node {
         ack: AckSender,
     ) {
         crate::metrics::event_received(event);
+        if self.dialects.claims(&socket, event, data.as_ref()) {
+            return self.dialect(&socket, event, data, ack).await;
+        }
         match event {
             "join" => {
                 let answer = self.join(&socket, payload(data)).await;
@@ -275,6 +285,28 @@ impl Node {
                 send_answer::<()>(ack, answer);
             }
         }
+    }
+
+    /// Hands an old client's event to its dialect, with the socket's login and rate budget.
+    async fn dialect(
+        &self,
+        socket: &SocketRef,
+        event: &str,
+        data: Option<serde_json::Value>,
+        ack: AckSender,
+    ) {
+        let membership = match membership(socket) {
+            Ok(membership) => membership,
+            Err(err) => return send_answer::<()>(ack, Err(err)),
+        };
+        let spend = || self.spend(&membership);
+        let client = dialects::Client {
+            socket,
+            login: &membership.login,
+            authenticated: membership.authenticated.as_ref(),
+            spend: &spend,
+        };
+        self.dialects.handle(client, event, data, ack).await;
     }
 
     async fn login(&self, socket: &SocketRef, payload: Option<LoginPayload>, ack: AckSender) {

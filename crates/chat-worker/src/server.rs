@@ -12,6 +12,7 @@ use crate::{
     auth::{self, Authenticator},
     bus::{Bus, Inbound, redis::RedisBus},
     config::WorkerSettings,
+    dialects::Dialects,
     fanout::LocalFanout,
     http,
     hub::Hub,
@@ -230,11 +231,13 @@ fn assemble(
         });
     }
 
+    let dialects = Dialects::new(Arc::clone(&people), pusher.clone(), settings.limits());
     let node = Arc::new(Node::new(
         hub,
         bus,
         fanout,
         people,
+        dialects,
         authenticator,
         settings.limits(),
         settings.rate_limit(),
