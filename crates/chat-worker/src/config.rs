@@ -108,6 +108,9 @@ pub struct WorkerSettings {
     pub max_object_bytes: usize,
 
     #[command(flatten)]
+    pub protocol: ProtocolSettings,
+
+    #[command(flatten)]
     pub people: PeopleSettings,
 
     #[command(flatten)]
@@ -118,6 +121,32 @@ pub struct WorkerSettings {
 
     #[command(flatten)]
     pub redis: RedisSettings,
+}
+
+/// Which socket.io clients the worker serves: protocol versions and the packet parser.
+#[derive(Debug, Clone, PartialEq, clap::Args, Serialize, Deserialize)]
+pub struct ProtocolSettings {
+    /// Also serve socket.io 2.x clients (engine.io protocol 3), websocket and long-polling, as
+    /// node's `allowEIO3` does; off: they are refused with engine.io's "Unsupported protocol
+    /// version".
+    #[arg(long, env = "CHAT_ALLOW_EIO3", default_value_t = false)]
+    pub allow_eio3: bool,
+
+    /// The socket.io packet parser: `json` (socket.io's default) or `msgpack` (clients built
+    /// with socket.io-msgpack-parser). The protocol does not negotiate it: a client with the
+    /// other parser is told so in a `connect_error` and not served.
+    #[arg(long, env = "CHAT_PARSER", value_enum, default_value = "json")]
+    pub parser: PacketParser,
+}
+
+/// The socket.io packet parser every client of a worker uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PacketParser {
+    /// JSON text packets, binary attachments apart (socket.io's default parser).
+    Json,
+    /// MessagePack binary packets (socket.io-msgpack-parser).
+    Msgpack,
 }
 
 /// How the worker talks to Redis beyond its URL: TLS trust, timeouts, and what an

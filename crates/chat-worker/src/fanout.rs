@@ -5,6 +5,8 @@ use chat_protocol::{bus::NodeId, bus::decode_frame, server::MESSAGE_EVENT};
 use serde_json::value::RawValue;
 use socketioxide::SocketIo;
 
+use crate::payload::Encoded;
+
 /// Delivers room messages to this worker's sockets. Cheap to clone.
 #[derive(Clone)]
 pub struct LocalFanout {
@@ -30,7 +32,7 @@ impl LocalFanout {
         if let Err(err) = self
             .io
             .to(room.to_owned())
-            .emit(MESSAGE_EVENT, message)
+            .emit(MESSAGE_EVENT, &Encoded(message))
             .await
         {
             crate::metrics::emit_failed(&err);
@@ -52,10 +54,14 @@ impl LocalFanout {
             Some(room) => {
                 self.io
                     .to(room.to_owned())
-                    .emit(announcement.event, announcement.payload)
+                    .emit(announcement.event, &Encoded(announcement.payload))
                     .await
             }
-            None => self.io.emit(announcement.event, announcement.payload).await,
+            None => {
+                self.io
+                    .emit(announcement.event, &Encoded(announcement.payload))
+                    .await
+            }
         };
         if let Err(err) = sent {
             tracing::debug!(cause = %err, "announcement skipped some sockets");

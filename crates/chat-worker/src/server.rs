@@ -4,14 +4,14 @@
 use std::{future::Future, sync::Arc, time::Instant};
 
 use chat_protocol::{bus::NodeId, report::WorkerReport};
-use socketioxide::{SocketIo, layer::SocketIoLayer};
+use socketioxide::{ParserConfig, SocketIo, layer::SocketIoLayer};
 
 use tokio::sync::mpsc;
 
 use crate::{
     auth::{self, Authenticator},
     bus::{Bus, Inbound, redis::RedisBus},
-    config::WorkerSettings,
+    config::{PacketParser, WorkerSettings},
     dialects::Dialects,
     fanout::LocalFanout,
     http,
@@ -19,6 +19,7 @@ use crate::{
     node::Node,
     origin::{self, Origins},
     people::{People, inbox::Inbox, sessions::Sessions},
+    protocols,
     push::{
         Pusher,
         api::{self, ApiState},
@@ -35,7 +36,7 @@ const FAREWELL_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
 /// Builds the engine and socket.io configuration from the settings: the one place limits and
 /// intervals reach socketioxide.
 pub fn socket_io(settings: &WorkerSettings) -> (SocketIoLayer, SocketIo) {
-    SocketIo::builder()
+    let builder = SocketIo::builder()
         .ping_interval(settings.ping_interval())
         .ping_timeout(settings.ping_timeout())
         .connect_timeout(settings.connect_timeout())
@@ -43,8 +44,12 @@ pub fn socket_io(settings: &WorkerSettings) -> (SocketIoLayer, SocketIo) {
         .max_payload(settings.max_message_bytes as u64)
         .ws_max_message_size(settings.max_message_bytes)
         .ws_max_frame_size(settings.max_message_bytes)
-        .ws_read_buffer_size(settings.ws_read_buffer_bytes)
-        .build_layer()
+        .ws_read_buffer_size(settings.ws_read_buffer_bytes);
+    protocols::install_parser_guard(settings.protocol.parser);
+    match settings.protocol.parser {
+        PacketParser::Json => builder.build_layer(),
+        PacketParser::Msgpack => builder.with_parser(ParserConfig::msgpack()).build_layer(),
+    }
 }
 
 /// A random id for this process, without a random-number crate: std's hasher keys are random
@@ -86,6 +91,10 @@ pub async fn run(
     let origins = Arc::new(Origins::new(&settings.auth.allowed_origins));
     let app = routes
         .layer(layer)
+        .layer(axum::middleware::from_fn_with_state(
+            settings.protocol.allow_eio3,
+            protocols::eio3_gate,
+        ))
         .layer(axum::middleware::from_fn_with_state(origins, origin::guard))
         .layer(axum::middleware::map_request(http::detach_from_read_buffer));
     let (stop_accepting, accepting_stopped) = tokio::sync::oneshot::channel::<()>();

@@ -10,6 +10,8 @@ pub use socket::{DisconnectReason, Socket};
 pub use engineioxide_core::{OpenPacket, Packet, PacketParseError};
 
 pub mod config;
+/// PATCHED (chat cluster, vendor/README.md): a guard on each session's first message.
+pub mod guard;
 pub mod handler;
 pub mod layer;
 /// PATCHED (chat cluster, vendor/README.md): counts and a latency probe for metrics.

@@ -40,7 +40,7 @@ use super::{
     inbox::Inbox,
     sessions::{Mail, Mailbox},
 };
-use crate::push::unread::Unread;
+use crate::{payload::Encoded, push::unread::Unread};
 
 /// Which store an acked delivery is removed from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -374,7 +374,13 @@ impl Mailman {
                         }
                     }
                 }
-                self.emit(PUSH_MESSAGE_EVENT, &grouped)
+                match serde_json::value::to_raw_value(&grouped) {
+                    Ok(payload) => self.emit(PUSH_MESSAGE_EVENT, &payload),
+                    Err(err) => {
+                        tracing::warn!(user = %self.user, cause = %err, "unread notifications did not encode");
+                        Emitted::Skipped
+                    }
+                }
             }
             UnreadAtLogin::EachAs(event) => {
                 for entry in unread {
@@ -411,8 +417,8 @@ impl Mailman {
         self.emit(event, &payload)
     }
 
-    fn emit<T: serde::Serialize + ?Sized>(&self, event: &str, payload: &T) -> Emitted {
-        match self.socket.emit(event, payload) {
+    fn emit(&self, event: &str, payload: &RawValue) -> Emitted {
+        match self.socket.emit(event, &Encoded(payload)) {
             Ok(()) => Emitted::Queued,
             Err(SendError::Socket(_)) if !self.socket.connected() => Emitted::SocketGone,
             Err(_) => Emitted::Skipped,
@@ -432,7 +438,7 @@ impl Mailman {
         let sent = self
             .socket
             .timeout(self.ack_timeout)
-            .emit_with_ack::<_, serde_json::Value>(event, payload);
+            .emit_with_ack::<_, serde_json::Value>(event, &Encoded(payload));
         match sent {
             Ok(ack) => {
                 acks.push(Box::pin(async move {

@@ -204,11 +204,17 @@ where
                 Ok(())
             }
             Ok(Packet::Message(msg)) => {
-                engine.handler.on_message(msg, socket.clone());
+                // PATCHED (chat cluster, vendor/README.md): the first-message guard.
+                if crate::guard::pass(&socket, crate::guard::FirstMessage::Text(&msg)) {
+                    engine.handler.on_message(msg, socket.clone());
+                }
                 Ok(())
             }
             Ok(Packet::Binary(bin) | Packet::BinaryV3(bin)) => {
-                engine.handler.on_binary(bin, socket.clone());
+                // PATCHED (chat cluster, vendor/README.md): the first-message guard.
+                if crate::guard::pass(&socket, crate::guard::FirstMessage::Binary(&bin)) {
+                    engine.handler.on_binary(bin, socket.clone());
+                }
                 Ok(())
             }
             Ok(p) => {

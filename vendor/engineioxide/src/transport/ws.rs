@@ -274,7 +274,10 @@ where
                     Ok::<(), Error>(())
                 }
                 Packet::Message(msg) => {
-                    engine.handler.on_message(msg, socket.clone());
+                    // PATCHED (chat cluster, vendor/README.md): the first-message guard.
+                    if crate::guard::pass(socket, crate::guard::FirstMessage::Text(&msg)) {
+                        engine.handler.on_message(msg, socket.clone());
+                    }
                     Ok(())
                 }
                 p => return Err(Error::BadPacket(p)),
@@ -284,7 +287,10 @@ where
                     // The first byte is the message type, which we don't need.
                     data = data.split_off(1);
                 }
-                engine.handler.on_binary(data, socket.clone());
+                // PATCHED (chat cluster, vendor/README.md): the first-message guard.
+                if crate::guard::pass(socket, crate::guard::FirstMessage::Binary(&data)) {
+                    engine.handler.on_binary(data, socket.clone());
+                }
                 Ok(())
             }
             Message::Close(_) => {
