@@ -147,6 +147,33 @@ describe("old clients", () => {
     await cluster.stop();
   });
 
+  test("chat app: chats and a todo sent right behind the login (which has no ack to wait for) are stored, in order", async () => {
+    const redis = await startRedis();
+    const cluster = await startCluster({ workers: 1, redisUrl: redis.url });
+    const hasty = chatApp(io, cluster.url(0), "hal", "phone", { login: false });
+    const answers = [];
+    hasty.on("connect", () => {
+      hasty.emit("login", { myAuraId: "hal", deviceId: "phone" });
+      for (let i = 0; i < 3; i++) hasty.emit("chat", { to: "ida", content: `queued ${i}` }, (answer) => answers.push(answer));
+    });
+    await hasty.until("connected", () => hasty.connected);
+    await until("three answers", () => answers.length === 3);
+    assert.ok(answers.every((a) => a.ok), JSON.stringify(answers));
+    const notices = serviceClient(io, cluster.url(0), "jo", { login: false });
+    const todo = new Promise((resolve) => {
+      notices.on("connect", () => {
+        notices.emit("user_login", { userId: "jo", socketId: notices.id });
+        notices.emit("todo", { receiver_id: "ida", title: "right behind" }, resolve);
+      });
+    });
+    assert.deepEqual(await todo, { ok: true });
+    const ida = chatApp(io, cluster.url(0), "ida", "phone");
+    await ida.until("the queued messages", () => ida.messages().length === 3);
+    assert.deepEqual(ida.messages().map((m) => m.content), ["queued 0", "queued 1", "queued 2"]);
+    for (const c of [hasty, notices, ida]) c.disconnect();
+    await cluster.stop();
+  });
+
   test("chat app: notification is the published string; needStore is removed by the ack; stored ones come at login", async () => {
     const redis = await startRedis();
     const hooks = await subscribe(redis.port, "login_message_channel");

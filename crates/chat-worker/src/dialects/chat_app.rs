@@ -94,7 +94,7 @@ pub async fn chat(
     client: &Client<'_>,
     data: Option<serde_json::Value>,
 ) -> Result<Sent, ProtocolError> {
-    let sender = client.login.identity()?;
+    let sender = client.login.settled_identity().await?;
     let message = ChatAppMessage::parse(data, &dialects.limits)?;
     dialects
         .people
@@ -113,7 +113,7 @@ pub async fn geo(
     client: &Client<'_>,
     data: Option<serde_json::Value>,
 ) -> Result<Ack<'static>, ProtocolError> {
-    let sender = client.login.identity()?;
+    let sender = client.login.settled_identity().await?;
     let geo = chat_app_geo(data, &sender.user, &dialects.limits)?;
     #[derive(Serialize)]
     struct GeoMessage<'a> {

@@ -87,7 +87,7 @@ pub async fn todo(
     client: &Client<'_>,
     data: Option<serde_json::Value>,
 ) -> Result<Ack<'static>, ProtocolError> {
-    let sender = client.login.identity()?;
+    let sender = client.login.settled_identity().await?;
     let mut todo = Todo::parse(data, &dialects.limits)?;
     let pusher = dialects.pusher()?;
     todo.item

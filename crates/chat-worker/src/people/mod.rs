@@ -16,9 +16,12 @@ pub mod mailman;
 pub mod moderation;
 pub mod sessions;
 
-use std::sync::{
-    Arc, Mutex,
-    atomic::{AtomicU64, Ordering},
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
 };
 
 use chat_protocol::{
@@ -32,6 +35,7 @@ use chat_protocol::{
     push::{Category, MarkReadAck, MarkReadPayload, StoredCategory, UnreadCountAck},
 };
 use socketioxide::extract::SocketRef;
+use tokio::sync::Notify;
 
 use self::{
     format::{SessionFormat, Standard},
@@ -110,9 +114,17 @@ pub enum LoginState {
     In(Arc<Identity>),
 }
 
+/// Longest an event waits for its socket's login in progress ([`LoginSlot::settled_identity`]):
+/// more than a login takes (the subscription wait and the login script's Redis timeout).
+const LOGIN_SETTLE_WAIT: Duration = Duration::from_secs(5);
+
 /// The socket's login slot: one login per socket.
 #[derive(Debug, Default)]
-pub struct LoginSlot(Mutex<LoginState>);
+pub struct LoginSlot {
+    state: Mutex<LoginState>,
+    /// While a login is in progress: notified once it is made or abandoned.
+    settling: Mutex<Option<Arc<Notify>>>,
+}
 
 impl LoginSlot {
     /// The logged-in identity, if the login completed.
@@ -126,8 +138,54 @@ impl LoginSlot {
         }
     }
 
+    /// The logged-in identity, once a login in progress is made or abandoned (at most
+    /// [`LOGIN_SETTLE_WAIT`]): for clients that send events right behind a login they cannot
+    /// wait for (the old apps' logins have no ack). Events waiting here resume in the order
+    /// they arrived.
+    pub async fn settled_identity(&self) -> Result<Arc<Identity>, ProtocolError> {
+        let settled = {
+            let state = self.lock();
+            if !matches!(*state, LoginState::Pending(_) | LoginState::Committing(_)) {
+                drop(state);
+                return self.identity();
+            }
+            let Some(settling) = self.settling().clone() else {
+                drop(state);
+                return self.identity();
+            };
+            // Created before the lock is released: notify_waiters wakes every future created
+            // before it, polled or not, so the notice cannot be missed.
+            settling.notified_owned()
+        };
+        let _ = tokio::time::timeout(LOGIN_SETTLE_WAIT, settled).await;
+        self.identity()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, LoginState> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn settling(&self) -> std::sync::MutexGuard<'_, Option<Arc<Notify>>> {
+        self.settling.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Marks a login in progress on its slot; dropped when the login is made or abandoned, it wakes
+/// the events waiting for it.
+struct Settling<'a>(&'a LoginSlot);
+
+impl<'a> Settling<'a> {
+    fn start(slot: &'a LoginSlot) -> Self {
+        *slot.settling() = Some(Arc::new(Notify::new()));
+        Self(slot)
+    }
+}
+
+impl Drop for Settling<'_> {
+    fn drop(&mut self) {
+        if let Some(settling) = self.0.settling().take() {
+            settling.notify_waiters();
+        }
     }
 }
 
@@ -253,6 +311,7 @@ impl People {
             }
             *state = LoginState::Pending(Arc::clone(&identity));
         }
+        let _settling = Settling::start(slot);
 
         let topic = Topic::User(identity.user.clone());
         bus::subscribe_before_first_socket(&self.hub, &*self.bus, &topic).await;
