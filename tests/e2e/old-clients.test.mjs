@@ -243,6 +243,49 @@ describe("old clients", () => {
     await cluster.stop();
   });
 
+  test("chat app with --moderation: the filter gets the app's fields and hands them back, as with the old server", async () => {
+    const redis = await startRedis();
+    const hooks = await subscribe(redis.port, "login_message_channel");
+    const filter = await subscribe(redis.port, "chat_filter_channel");
+    const cluster = await startCluster({ workers: 2, redisUrl: redis.url, extraArgs: ["--moderation"] });
+    const kim = chatApp(io, cluster.url(0), "kim", "phone");
+    const lee = chatApp(io, cluster.url(1), "lee", "phone");
+    await loggedIn(hooks, "kim");
+    await loggedIn(hooks, "lee");
+    const answer = await ask(kim, "chat", { to: "lee", from: "mallory", content: "darn it", type: 1 });
+    assert.equal(answer.ok, true, JSON.stringify(answer));
+    assert.equal(answer.moderation, true);
+    await filter.until("the item at the filter", () => filter.messages.chat_filter_channel.length === 1);
+    const item = filter.messages.chat_filter_channel[0];
+    assert.deepEqual({ from: item.from, to: item.to, content: item.content, type: item.type, text: item.text }, { from: "kim", to: "lee", content: "darn it", type: 1, text: undefined });
+    // An old filter publishes the object back with its edits.
+    await redisCommand(redis.port, "PUBLISH", "snschat", JSON.stringify({ ...item, content: "d*rn it", from: "kim" }));
+    await lee.until("the filtered message", () => lee.messages().length === 1);
+    assert.deepEqual({ from: lee.messages()[0].from, content: lee.messages()[0].content, type: lee.messages()[0].type }, { from: "kim", content: "d*rn it", type: 1 });
+    await sleep(300);
+    assert.equal(lee.messages().length, 1, "stored once although every worker heard the filter");
+    for (const c of [kim, lee]) c.disconnect();
+    filter.close();
+    hooks.close();
+    await cluster.stop();
+  });
+
+  test("todo costs like a direct message: the sender's rate across the cluster", async () => {
+    const redis = await startRedis();
+    const hooks = await subscribe(redis.port, "login_message_channel");
+    const cluster = await startCluster({ workers: 2, redisUrl: redis.url, extraArgs: ["--sender-rate-per-sec", "0.2", "--sender-rate-burst", "3"] });
+    const tabs = [serviceClient(io, cluster.url(0), "boss"), serviceClient(io, cluster.url(1), "boss")];
+    await loggedIn(hooks, "boss", 2);
+    const answers = await Promise.all(Array.from({ length: 6 }, (_, i) => ask(tabs[i % 2], "todo", { receiver_id: "worker", n: i })));
+    const accepted = answers.filter((a) => a.ok).length;
+    assert.equal(accepted, 3, JSON.stringify(answers));
+    assert.ok(answers.filter((a) => !a.ok).every((a) => a.error.code === "rate_limited"), JSON.stringify(answers));
+    assert.equal(await redisInt(redis.port, "XLEN", redisNames.unread("worker")), 3, "nothing refused was stored");
+    for (const c of tabs) c.disconnect();
+    hooks.close();
+    await cluster.stop();
+  });
+
   test("push service: user_login binds several sockets per user; POST /api reaches them by tokenId or user id", async () => {
     const redis = await startRedis();
     const hooks = await subscribe(redis.port, "login_message_channel");

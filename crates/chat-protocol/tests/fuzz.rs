@@ -2,10 +2,11 @@
 //! bus frames. Run longer with `PROPTEST_CASES=100000 cargo test -p chat-protocol --test fuzz`.
 
 use chat_protocol::{
-    ChatText, ErrorCode, Limits, RoomId, Username,
+    ChatText, ErrorCode, FreeForm, Limits, RoomId, UserId, Username,
     bus::{NodeId, decode_frame, encode_frame},
     client::{JoinPayload, SayPayload},
-    people::{ChatPayload, LoginPayload, UserFrame},
+    dialects::{ChatAppLogin, ChatAppMessage, Todo, UserLogin, chat_app_geo},
+    people::{ChatAckPayload, ChatPayload, LoginPayload, UserFrame},
     push::{
         BroadcastRequest, ChannelNotification, LegacyPushRequest, PushRequest, parse_event_name,
         parse_users,
@@ -21,7 +22,86 @@ fn limits() -> Limits {
     Limits::default()
 }
 
+/// Arbitrary JSON values, nested, with strings from the whole of Unicode (controls and bidi
+/// overrides included) and keys the old clients' payloads look for.
+fn json_value() -> impl Strategy<Value = serde_json::Value> {
+    let key = prop_oneof![
+        Just("to".to_owned()),
+        Just("from".to_owned()),
+        Just("myAuraId".to_owned()),
+        Just("deviceId".to_owned()),
+        Just("userId".to_owned()),
+        Just("tokenId".to_owned()),
+        Just("receiver_id".to_owned()),
+        Just("clientMsgId".to_owned()),
+        Just("ids".to_owned()),
+        ".{0,12}",
+    ];
+    let leaf = prop_oneof![
+        Just(serde_json::Value::Null),
+        any::<bool>().prop_map(serde_json::Value::Bool),
+        any::<i64>().prop_map(|n| serde_json::json!(n)),
+        any::<f64>().prop_map(|n| serde_json::json!(n)),
+        ".{0,40}".prop_map(serde_json::Value::String),
+        "[a-z0-9:@-]{0,70}".prop_map(serde_json::Value::String),
+    ];
+    leaf.prop_recursive(12, 96, 8, move |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..8).prop_map(serde_json::Value::Array),
+            proptest::collection::vec((key.clone(), inner), 0..8)
+                .prop_map(|fields| serde_json::Value::Object(fields.into_iter().collect())),
+        ]
+    })
+}
+
+/// Every string in a JSON value, keys included, at any depth.
+fn strings(value: &serde_json::Value, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::String(text) => out.push(text.clone()),
+        serde_json::Value::Array(items) => items.iter().for_each(|item| strings(item, out)),
+        serde_json::Value::Object(fields) => fields.iter().for_each(|(key, value)| {
+            out.push(key.clone());
+            strings(value, out);
+        }),
+        _ => {}
+    }
+}
+
 proptest! {
+    /// The old clients' payloads, whatever JSON they are: parsed to a value or a coded error,
+    /// never a panic; what is accepted obeys the limits (every string clean and bounded, the
+    /// object bounded) and the server's fields are never the client's.
+    #[test]
+    fn old_client_payloads_never_panic_and_accepted_ones_are_clean(value in json_value(), max_object_bytes in 64usize..4096) {
+        let limits = Limits { max_object_bytes, max_text_chars: 50, ..Limits::default() };
+        let ann = UserId::parse("ann", &limits).expect("valid");
+        let _ = ChatAppLogin::parse(Some(value.clone()), &limits, None);
+        let _ = ChatAppLogin::parse(Some(value.clone()), &limits, Some(&ann));
+        let _ = UserLogin::parse(Some(value.clone()), &limits, Some(&ann));
+        let _ = Todo::parse(Some(value.clone()), &limits);
+        let _ = chat_app_geo(Some(value.clone()), &ann, &limits);
+        if let Ok(payload) = serde_json::from_value::<ChatAckPayload>(value.clone()) {
+            let _ = payload.validate(100);
+        }
+        if let Ok(message) = ChatAppMessage::parse(Some(value.clone()), &limits) {
+            for key in ChatAppMessage::SERVER_OWNED.iter().chain(["to", "clientMsgId"].iter()) {
+                prop_assert!(message.fields.get(key).is_none(), "{} kept", key);
+            }
+            prop_assert!(!message.fields.is_empty());
+        }
+        if let Ok(form) = FreeForm::parse(value, "x", &["from"], &limits) {
+            prop_assert!(form.to_json().len() <= max_object_bytes);
+            prop_assert!(form.get("from").is_none());
+            let mut all = Vec::new();
+            strings(&serde_json::Value::Object(form.fields().clone()), &mut all);
+            for text in all {
+                prop_assert!(text.chars().count() <= 50);
+                prop_assert!(text.chars().all(|c| c == '\n' || c == '\t' || !c.is_control()));
+                prop_assert!(!text.chars().any(is_bidi_override));
+            }
+        }
+    }
+
     /// Whatever JSON-ish text arrives as an event payload, decoding and validating it returns
     /// a value or a coded error, and never panics.
     #[test]

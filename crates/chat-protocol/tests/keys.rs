@@ -5,7 +5,10 @@
 
 use chat_protocol::{
     ClientMsgId, Limits, RoomId, UserId,
-    keys::{ChannelTopic, UserKeys, hash_slot, room_channel, topic_of_channel, user_channel},
+    keys::{
+        ChannelTopic, UserKeys, hash_slot, room_channel, token_users, topic_of_channel,
+        user_channel,
+    },
 };
 use proptest::prelude::*;
 
@@ -69,6 +72,34 @@ proptest! {
             UserKeys::new("chat:", &user(to)).idempotency_marker(&msg_id(key))
         };
         prop_assert_eq!(marker(&a) == marker(&b), a == b);
+    }
+
+    /// Tagged idempotency markers are distinct from untagged ones and from each other, per
+    /// user, key and tag.
+    #[test]
+    fn tagged_idempotency_markers_are_injective(
+        a in (user_text(), user_text(), proptest::option::of(user_text())),
+        b in (user_text(), user_text(), proptest::option::of(user_text())),
+    ) {
+        let marker = |(to, key, tag): &(String, String, Option<String>)| {
+            let keys = UserKeys::new("chat:", &user(to));
+            match tag {
+                Some(tag) => keys.tagged_idempotency_marker(&msg_id(key), &user(tag)),
+                None => keys.idempotency_marker(&msg_id(key)),
+            }
+        };
+        prop_assert_eq!(marker(&a) == marker(&b), a == b);
+    }
+
+    /// A token's key is its own and in its own slot: distinct tokens, distinct keys, and never
+    /// a key of a user.
+    #[test]
+    fn token_keys_are_injective(a in user_text(), b in user_text()) {
+        prop_assert_eq!(token_users("chat:", &user(&a)) == token_users("chat:", &user(&b)), a == b);
+        let keys = UserKeys::new("chat:", &user(&b));
+        let key = token_users("chat:", &user(&a));
+        prop_assert!(![&keys.inbox, &keys.senders, &keys.login, &keys.channel, &keys.unread, &keys.rate].contains(&&key));
+        prop_assert_eq!(hash_slot(&key), hash_slot(&format!("{{token:{a}}}")));
     }
 
     /// Every key of two users differs unless the users are the same, and no key of one user is
