@@ -11,7 +11,7 @@
 //! queued to the client and the message is not handed on. Later messages go to the handler as
 //! usual.
 //!
-//! Cost: one relaxed atomic swap per message (on a flag in the socket's padding), and a call of
+//! Cost: one relaxed atomic swap per message (on a one-byte flag of the socket), and a call of
 //! the guard once per session.
 
 use std::sync::{OnceLock, atomic::Ordering};

@@ -29,7 +29,7 @@ use super::{Client, Dialects, logged_in};
 use crate::{
     people::{
         Content, LoginOptions, Sent,
-        format::{ChatAck, SessionFormat, UnreadAtLogin, json_array},
+        format::{ChatAck, SessionFormat, UnreadAtLogin, json_array, notification_data},
     },
     unix_millis,
 };
@@ -158,14 +158,8 @@ impl SessionFormat for ChatAppFormat {
         if event != NOTIFICATION_EVENT {
             return Cow::Borrowed(payload);
         }
-        #[derive(serde::Deserialize)]
-        struct Data<'a> {
-            #[serde(borrow)]
-            data: &'a RawValue,
-        }
-        match serde_json::from_str::<Data<'_>>(payload.get())
-            .ok()
-            .and_then(|notification| serde_json::value::to_raw_value(notification.data.get()).ok())
+        match notification_data(payload)
+            .and_then(|data| serde_json::value::to_raw_value(data.get()).ok())
         {
             Some(text) => Cow::Owned(text),
             None => Cow::Borrowed(payload),

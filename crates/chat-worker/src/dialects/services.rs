@@ -29,7 +29,10 @@ use socketioxide::extract::AckSender;
 
 use super::{Client, Dialects, logged_in};
 use crate::{
-    people::{LoginOptions, format::SessionFormat},
+    people::{
+        LoginOptions,
+        format::{SessionFormat, notification_data},
+    },
     push::Push,
     unix_millis,
 };
@@ -137,14 +140,9 @@ impl SessionFormat for ServiceFormat {
         if event != TODO_MESSAGE_EVENT {
             return Cow::Borrowed(payload);
         }
-        #[derive(serde::Deserialize)]
-        struct Data<'a> {
-            #[serde(borrow)]
-            data: &'a RawValue,
-        }
-        match serde_json::from_str::<Data<'_>>(payload.get()) {
-            Ok(stored) => Cow::Owned(stored.data.to_owned()),
-            Err(_) => Cow::Borrowed(payload),
+        match notification_data(payload) {
+            Some(data) => Cow::Owned(data.to_owned()),
+            None => Cow::Borrowed(payload),
         }
     }
 }

@@ -71,6 +71,18 @@ pub struct Standard;
 
 impl SessionFormat for Standard {}
 
+/// The `data` of a notification payload (`{id?, category, data, ts}`), as its raw JSON.
+pub fn notification_data(payload: &RawValue) -> Option<&RawValue> {
+    #[derive(serde::Deserialize)]
+    struct Notification<'a> {
+        #[serde(borrow)]
+        data: &'a RawValue,
+    }
+    serde_json::from_str::<Notification<'_>>(payload.get())
+        .ok()
+        .map(|notification| notification.data)
+}
+
 /// `[a,b,c]` of JSON texts that are each valid JSON.
 pub fn json_array(items: &[&str]) -> Option<Box<RawValue>> {
     let size = items.iter().map(|item| item.len() + 1).sum::<usize>() + 2;
