@@ -307,11 +307,49 @@ async fn the_supervisor_counts_respawns_killed_workers_and_stops_cleanly() {
     }
 }
 
+/// A TCP listener on a stopped Redis's port that accepts each connection and closes it at
+/// once, recording when: every connection attempt of the workers shows here.
+struct AttemptRecorder {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<std::time::Instant>>,
+}
+
+impl AttemptRecorder {
+    fn listen(port: u16) -> Self {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind Redis's port");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut attempts = Vec::new();
+            while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((connection, _)) => {
+                        attempts.push(std::time::Instant::now());
+                        drop(connection);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(1)),
+                }
+            }
+            attempts
+        });
+        Self { stop, thread }
+    }
+
+    /// Stops listening (the port is free again) and returns the attempts' times.
+    fn finish(self) -> Vec<std::time::Instant> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("the recorder thread")
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_unreachable_at_start_degrades_without_a_crash_loop() {
     let mut redis = Redis::start();
     redis.stop();
+    let recorder = AttemptRecorder::listen(redis.port);
     let supervisor = Supervisor::start(2, &redis.url());
+    let watch_from = std::time::Instant::now();
     let ports = [supervisor.base_port, supervisor.base_port + 1];
     for port in ports {
         wait_until(
@@ -323,22 +361,71 @@ async fn redis_unreachable_at_start_degrades_without_a_crash_loop() {
             },
         );
     }
-    // Local rooms work meanwhile, and no worker was restarted over the missing Redis.
+    let pids = |status: &Value| -> Vec<u64> {
+        status["workers"]
+            .as_array()
+            .expect("workers")
+            .iter()
+            .map(|w| w["pid"].as_u64().expect("pid"))
+            .collect()
+    };
+    let first_pids = pids(&supervisor.status());
+    // Local rooms work meanwhile.
     let mut one = member(ports[0], "local", "one").await;
     let mut two = member(ports[0], "local", "two").await;
     say(&mut one, "degraded but serving").await;
     two.next_matching(WAIT, |e| said(e, "degraded but serving"))
         .await
         .expect("same-worker delivery without Redis");
+    // Redis stays away for 3 s: the workers keep retrying, backing off (100 ms doubling to
+    // 2 s), neither giving up nor retrying in a loop, and no worker exits or is restarted.
+    let elapsed = watch_from.elapsed();
+    tokio::time::sleep(Duration::from_secs(3).saturating_sub(elapsed)).await;
     let status = supervisor.status();
+    assert_eq!(
+        pids(&status),
+        first_pids,
+        "the same worker processes all along"
+    );
     for worker in status["workers"].as_array().expect("workers") {
         assert_eq!(worker["restarts"], 0, "{worker}");
         assert_eq!(worker["state"], "ready", "{worker}");
     }
+    let attempts = recorder.finish();
+    let window = watch_from.elapsed();
+    let in_first_second = attempts
+        .iter()
+        .filter(|t| t.duration_since(watch_from) < Duration::from_secs(1))
+        .count();
+    let in_last_second = attempts
+        .iter()
+        .filter(|t| t.duration_since(watch_from) + Duration::from_secs(1) >= window)
+        .count();
+    // Two workers, a publisher and a subscriber connection each: about 5 attempts per
+    // connection in 3 s with the backoff; a retry loop makes thousands.
+    assert!(
+        (4..=60).contains(&attempts.len()),
+        "{} connection attempts in {window:?}",
+        attempts.len()
+    );
+    assert!(
+        in_last_second < in_first_second,
+        "no backoff: {in_first_second} attempts in the first second, {in_last_second} in the last"
+    );
+
     redis.restart();
     for port in ports {
         wait_until("the workers to connect once Redis is up", WAIT, || {
             http_get(port, "/ready").is_ok_and(|(status, _)| status == 200)
         });
+    }
+    let status = supervisor.status();
+    assert_eq!(
+        pids(&status),
+        first_pids,
+        "the same worker processes joined"
+    );
+    for worker in status["workers"].as_array().expect("workers") {
+        assert_eq!(worker["restarts"], 0, "{worker}");
     }
 }
