@@ -473,6 +473,49 @@ mod tests {
             .validate(&limits(), Some(&proved))
             .unwrap_err();
         assert_eq!(forged.code, ErrorCode::Forbidden);
+        // Naming the proved user is allowed.
+        let same = serde_json::from_str::<LoginPayload>(r#"{"userId":"ann","deviceId":"d"}"#)
+            .unwrap()
+            .validate(&limits(), Some(&proved))
+            .unwrap();
+        assert_eq!(same.user, proved);
+    }
+
+    #[test]
+    fn geo_payloads_are_objects_forwarded_as_sent() {
+        let object = serde_json::json!({"lat": 1.5, "lng": -2});
+        assert_eq!(validate_geo(Some(object.clone())), Ok(object));
+        for bad in [
+            None,
+            Some(serde_json::json!(null)),
+            Some(serde_json::json!([1, 2])),
+            Some(serde_json::json!("here")),
+        ] {
+            assert_eq!(
+                validate_geo(bad).unwrap_err().code,
+                ErrorCode::InvalidPayload
+            );
+        }
+    }
+
+    /// Redis key and channel names are a stored format: a change strands existing data.
+    #[test]
+    fn redis_names_of_a_user() {
+        let ann = UserId::parse("ann@x", &limits()).unwrap();
+        let keys = UserKeys::new("chat:", &ann);
+        assert_eq!(
+            [keys.inbox, keys.login, keys.channel, keys.unread],
+            [
+                "chat:inbox:ann@x",
+                "chat:login:ann@x",
+                "chat:user:ann@x",
+                "chat:unread:ann@x"
+            ]
+        );
+        assert_eq!(
+            UserKeys::sent_marker("chat:", &ann, "m-1"),
+            "chat:sent:ann@x:m-1"
+        );
     }
 
     #[test]

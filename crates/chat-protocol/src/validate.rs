@@ -330,6 +330,15 @@ mod tests {
         );
     }
 
+    /// Maps keyed by user id are searched with the id as named in a channel.
+    #[test]
+    fn user_ids_are_found_by_their_text() {
+        let mut map = std::collections::HashMap::new();
+        map.insert(UserId::parse("ann", &Limits::default()).unwrap(), 1);
+        assert_eq!(map.get("ann"), Some(&1));
+        assert_eq!(map.get("bob"), None);
+    }
+
     #[test]
     fn texts() {
         check_text("hello", Ok(()));
