@@ -3,7 +3,7 @@
 
 import { after, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { cleanup, member, redisCommand, said, sleep, startCluster, startNginx, startRedis, until, untilCrosses } from "../support/harness.mjs";
+import { alive, cleanup, member, redisCommand, said, sleep, startCluster, startNginx, startRedis, until, untilCrosses } from "../support/harness.mjs";
 import { person } from "../support/people.mjs";
 
 const ROOMS = ["north", "south", "east"];
@@ -100,6 +100,8 @@ describe("faults under load", () => {
     const victim = (await cluster.status()).workers[0];
     const mark = cluster.lines.length;
     process.kill(victim.pid, "SIGKILL");
+    await cluster.waitLine(`worker_exited of pid ${victim.pid}`, (l) => l.event === "worker_exited" && l.pid === victim.pid, { since: mark });
+    assert.equal(alive(victim.pid), false, "the victim is gone");
     await cluster.waitLine("the respawn", (l) => l.event === "worker_ready" && l.id === 0, { since: mark });
     await until("every client to reconnect through nginx", () => members.every((m) => m.connected) && ann.connected && bob.connected, {
       timeoutMs: 15_000,
