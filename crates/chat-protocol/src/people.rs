@@ -498,26 +498,6 @@ mod tests {
         }
     }
 
-    /// Redis key and channel names are a stored format: a change strands existing data.
-    #[test]
-    fn redis_names_of_a_user() {
-        let ann = UserId::parse("ann@x", &limits()).unwrap();
-        let keys = UserKeys::new("chat:", &ann);
-        assert_eq!(
-            [keys.inbox, keys.login, keys.channel, keys.unread],
-            [
-                "chat:inbox:ann@x",
-                "chat:login:ann@x",
-                "chat:user:ann@x",
-                "chat:unread:ann@x"
-            ]
-        );
-        assert_eq!(
-            UserKeys::sent_marker("chat:", &ann, "m-1"),
-            "chat:sent:ann@x:m-1"
-        );
-    }
-
     #[test]
     fn chat_payloads_ignore_a_forged_from() {
         let request = serde_json::from_str::<ChatPayload>(
