@@ -261,7 +261,22 @@ mod tests {
         check_username(&"é".repeat(33), Err("33 characters"));
         check_username("a\nb", Err("U+000A"));
         check_username("evil\u{202E}txt", Err("U+202E"));
+        // Every bidirectional embedding, override (U+202A-202E) and isolate (U+2066-2069);
+        // their neighbours are ordinary characters.
+        for c in BIDI {
+            let name = format!("ann{c}bob");
+            check_username(&name, Err(&format!("U+{:04X}", c as u32)));
+        }
+        for c in ['\u{2029}', '\u{202F}', '\u{2065}', '\u{206A}'] {
+            let name = format!("ann{c}bob");
+            check_username(&name, Ok(&name));
+        }
     }
+
+    const BIDI: [char; 9] = [
+        '\u{202A}', '\u{202B}', '\u{202C}', '\u{202D}', '\u{202E}', '\u{2066}', '\u{2067}',
+        '\u{2068}', '\u{2069}',
+    ];
 
     fn check_text(raw: &str, expected: Result<(), &str>) {
         let got = ChatText::parse(raw.to_owned(), &Limits::default());
@@ -315,6 +330,15 @@ mod tests {
         );
     }
 
+    /// Maps keyed by user id are searched with the id as named in a channel.
+    #[test]
+    fn user_ids_are_found_by_their_text() {
+        let mut map = std::collections::HashMap::new();
+        map.insert(UserId::parse("ann", &Limits::default()).unwrap(), 1);
+        assert_eq!(map.get("ann"), Some(&1));
+        assert_eq!(map.get("bob"), None);
+    }
+
     #[test]
     fn texts() {
         check_text("hello", Ok(()));
@@ -326,5 +350,11 @@ mod tests {
         check_text(&"a".repeat(2001), Err("longer than 2000"));
         check_text("bell\u{7}", Err("U+0007"));
         check_text("esc\u{1b}[31m", Err("U+001B"));
+        for c in BIDI {
+            check_text(&format!("pay {c}321$"), Err(&format!("U+{:04X}", c as u32)));
+        }
+        for c in ['\u{2029}', '\u{202F}', '\u{2065}', '\u{206A}'] {
+            check_text(&format!("pay {c}321$"), Ok(()));
+        }
     }
 }

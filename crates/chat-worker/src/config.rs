@@ -513,13 +513,51 @@ impl WorkerSettings {
 }
 
 impl Default for WorkerSettings {
-    /// The settings of a command line with no flags (`CHAT_*` variables still apply).
+    /// The flags' defaults. `CHAT_*` variables do not apply: code and tests that start from the
+    /// defaults must not depend on the caller's environment (the command line reads them).
     fn default() -> Self {
+        use clap::{CommandFactory, FromArgMatches};
         #[derive(clap::Parser)]
         struct Only {
             #[command(flatten)]
             settings: WorkerSettings,
         }
-        <Only as clap::Parser>::parse_from(["worker"]).settings
+        let command = Only::command().mut_args(|arg| arg.env(None::<&str>));
+        let matches = command.get_matches_from(["worker"]);
+        Only::from_arg_matches(&matches)
+            .unwrap_or_else(|err| err.exit())
+            .settings
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `WorkerSettings::default()` must not read the caller's `CHAT_*` variables. Checked in a
+    /// child process (this test binary, filtered to this test), so that no test here changes
+    /// its own environment under the others' feet.
+    #[test]
+    fn defaults_ignore_the_environment() {
+        const MARK: &str = "CHAT_TEST_DEFAULTS_CHILD";
+        if std::env::var_os(MARK).is_some() {
+            let settings = WorkerSettings::default();
+            assert_eq!(settings.rate_burst, 20.0);
+            assert_eq!(settings.send_queue, 128);
+            return;
+        }
+        let exe = std::env::current_exe().expect("the test binary");
+        let status = std::process::Command::new(exe)
+            .args(["--exact", "config::tests::defaults_ignore_the_environment"])
+            .env(MARK, "1")
+            .env("CHAT_RATE_BURST", "999")
+            .env("CHAT_SEND_QUEUE", "7")
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("run the child");
+        assert!(
+            status.success(),
+            "the defaults read CHAT_* from the environment"
+        );
     }
 }

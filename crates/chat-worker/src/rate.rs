@@ -78,6 +78,25 @@ mod tests {
         );
     }
 
+    /// The retry time in a `rate_limited` answer: the time until one whole token is back.
+    #[test]
+    fn the_wait_is_for_the_missing_part_of_a_token() {
+        let start = Instant::now();
+        let mut bucket = TokenBucket::new(LIMIT, start);
+        assert!((0..3).all(|_| bucket.try_take(LIMIT, start)));
+        assert_eq!(bucket.wait_for_next(LIMIT), Duration::from_millis(100));
+        // 40 ms later 0.4 of a token has come back: 60 ms to go.
+        assert!(!bucket.try_take(LIMIT, start + Duration::from_millis(40)));
+        let wait = bucket.wait_for_next(LIMIT);
+        assert!(
+            wait.abs_diff(Duration::from_millis(60)) < Duration::from_micros(10),
+            "{wait:?}"
+        );
+        // With a token there, no wait.
+        let full = TokenBucket::new(LIMIT, start);
+        assert_eq!(full.wait_for_next(LIMIT), Duration::ZERO);
+    }
+
     #[test]
     fn a_steady_sender_at_the_rate_is_never_refused() {
         let start = Instant::now();
