@@ -5,11 +5,9 @@
 // (tracked, killed by PID at cleanup) and the namespaces are removed by netns.mjs.
 
 import { execFileSync } from "node:child_process";
-import { EventEmitter } from "node:events";
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import readline from "node:readline";
 import { binary, freePort, sleep, spawnTracked, until } from "./harness.mjs";
 
 const tempDirs = new Set();
@@ -104,19 +102,9 @@ export async function startSupervisorOnHost(network, host, { redisUrl, workers =
     ...extraArgs,
   ]);
   const child = spawnTracked(command, args, `supervisor@${host}`, { stdio: ["ignore", "pipe", "pipe"], env: cleanEnv() });
-  // The console's JSON lines, kept; reading them also keeps the pipe from filling up.
-  const lines = [];
-  const events = new EventEmitter();
-  readline.createInterface({ input: child.stdout }).on("line", (text) => {
-    let line;
-    try {
-      line = JSON.parse(text);
-    } catch {
-      line = { event: "non_json", text };
-    }
-    lines.push(line);
-    events.emit("line", line);
-  });
+  // Nothing here reads the console's JSON lines; draining them keeps the pipe from filling up
+  // (a supervisor blocked on a full stdout would stop serving /status).
+  child.stdout.resume();
   const ports = Array.from({ length: workers }, (_, i) => basePort + i);
   const status = async () => {
     const response = await fetch(`http://${address}:${adminPort}/status`, { signal: AbortSignal.timeout(3000) });
@@ -129,7 +117,6 @@ export async function startSupervisorOnHost(network, host, { redisUrl, workers =
     child,
     pid: child.pid,
     ports,
-    lines,
     status,
     upstreams: ports.map((p) => `${address}:${p}`),
     /** Connections on this host's workers, from its supervisor's `/status`. */
