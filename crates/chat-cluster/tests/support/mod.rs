@@ -301,3 +301,6 @@ pub fn process_alive(pid: u32) -> bool {
     // Signal 0 checks existence; a zombie would still count, which the tests also want to catch.
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
 }
+
+/// Redis Cluster and Sentinel fixtures (`topologies.rs`).
+pub mod topologies;
