@@ -74,7 +74,11 @@ export async function cleanup() {
       // Already gone.
     }
   }
-  await Promise.race([Promise.all(exits), sleep(5000)]);
+  // Bounded, and the bound's timer cleared: a pending timer would keep the test file's process
+  // alive for its full 5 s after the last test.
+  let timer;
+  await Promise.race([Promise.all(exits), new Promise((resolve) => (timer = setTimeout(resolve, 5000)))]);
+  clearTimeout(timer);
   for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
   tempDirs.clear();
   started.length = 0;
