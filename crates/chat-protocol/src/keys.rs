@@ -13,6 +13,11 @@
 //! | `P{user:<user>}:unread` | stream | notifications kept until read |
 //! | `P{user:<user>}:rate` | string | the user's send rate across workers (GCRA) |
 //! | `P{user:<user>}:idem:<key>` | string | a push API idempotency key already applied for this user |
+//! | `P{room:<room>}:history` | stream | the room's last `--history-size` messages (m = JSON) |
+//! | `P{room:<room>}:members` | hash | the room's members, cluster-wide: pid -> `MemberRecord` |
+//! | `P{room:<room>}:session:<pid>` | string | a recoverable session (`SessionRecord`) |
+//! | `Pnodes` | sorted set | live workers: node id -> last heartbeat (unix ms) |
+//! | `Pnode:<node>:rooms` | set | rooms a worker has (had) members in, for reaping them |
 //! | `Pclaim:<sha1>` | string | a worker's claim on a `notification` channel message |
 //! | `Pbroadcast` | channel | announcements to every worker |
 //!
@@ -117,6 +122,44 @@ impl UserKeys {
     pub fn idempotency_marker(&self, key: &str) -> String {
         format!("{}:idem:{key}", self.base)
     }
+}
+
+/// Redis names of one room's data, all in the room's hash slot.
+#[derive(Debug, Clone)]
+pub struct RoomKeys {
+    /// Sharded pub/sub channel of the room's messages between workers.
+    pub channel: String,
+    /// Stream of the room's last messages.
+    pub history: String,
+    /// Hash: pid -> member record.
+    pub members: String,
+}
+
+impl RoomKeys {
+    pub fn new(prefix: &str, room: &RoomId) -> Self {
+        let channel = room_channel(prefix, room);
+        Self {
+            history: format!("{channel}:history"),
+            members: format!("{channel}:members"),
+            channel,
+        }
+    }
+
+    /// The session record of the socket whose private session id is `pid` (validated by the
+    /// caller: `A-Za-z0-9_-`, at most 64).
+    pub fn session(&self, pid: &str) -> String {
+        format!("{}:session:{pid}", self.channel)
+    }
+}
+
+/// The sorted set of live workers (node id -> last heartbeat, unix ms).
+pub fn nodes_key(prefix: &str) -> String {
+    format!("{prefix}nodes")
+}
+
+/// The set of rooms a worker has had members in (for reaping them if it dies).
+pub fn node_rooms_key(prefix: &str, node: &str) -> String {
+    format!("{prefix}node:{node}:rooms")
 }
 
 /// The key of a worker's claim on a `notification` channel message, by the message's hash.

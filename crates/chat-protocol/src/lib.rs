@@ -9,6 +9,7 @@ pub mod client;
 pub mod error;
 pub mod keys;
 pub mod limits;
+pub mod memory;
 pub mod people;
 pub mod push;
 pub mod report;

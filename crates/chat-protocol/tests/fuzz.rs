@@ -15,7 +15,7 @@ use std::cell::Cell;
 
 use chat_protocol::{
     ChatText, ErrorCode, Limits, RoomId, Username,
-    bus::{NodeId, decode_frame, encode_frame},
+    bus::{FrameKind, NodeId, decode_frame, encode_frame},
     client::{JoinPayload, SayPayload},
     people::{ChatPayload, LoginPayload, UserFrame},
     push::{
@@ -612,9 +612,26 @@ proptest! {
     /// Frames from Redis: any bytes decode to an error or to a frame, never a panic, and
     /// every encoded frame decodes back.
     #[test]
-    fn bus_frames(origin in any::<u64>(), json in ".{0,200}", garbage in ".{0,64}") {
-        let frame = encode_frame(NodeId(origin), &json);
-        prop_assert_eq!(decode_frame(&frame), Ok((NodeId(origin), json.as_str())));
+    fn bus_frames(
+        origin in any::<u64>(),
+        stream in proptest::option::of((any::<u64>(), any::<u64>())),
+        kind in 0..3u8,
+        token in "[A-Za-z0-9]{1,16}",
+        json in ".{0,200}",
+        garbage in ".{0,64}",
+    ) {
+        let stream = stream.map(|(ms, seq)| chat_protocol::people::StreamId { ms, seq });
+        let kind = match kind {
+            0 => FrameKind::Say,
+            1 => FrameKind::Presence,
+            _ => FrameKind::Marker(&token),
+        };
+        let frame = encode_frame(NodeId(origin), stream, kind, &json);
+        let decoded = decode_frame(&frame).expect("an encoded frame decodes");
+        prop_assert_eq!(
+            (decoded.origin, decoded.stream, decoded.kind, decoded.json),
+            (NodeId(origin), stream, kind, json.as_str())
+        );
         let _ = decode_frame(&garbage);
     }
 }

@@ -1,7 +1,10 @@
 //! Local fan-out: hands one encoded room message to every socket of the room on this worker, and
 //! announcements to every socket (or a room's).
 
-use chat_protocol::{bus::NodeId, bus::decode_frame, server::MESSAGE_EVENT};
+use chat_protocol::{
+    bus::{FrameKind, NodeId, decode_frame},
+    server::MESSAGE_EVENT,
+};
 use serde_json::value::RawValue;
 use socketioxide::SocketIo;
 
@@ -65,17 +68,17 @@ impl LocalFanout {
     /// Handles a frame that arrived from the bus for `room`: skips this node's own frames
     /// (they were delivered locally already) and fans the others out.
     pub async fn deliver_frame(&self, room: &str, frame: &str) {
-        let (origin, json) = match decode_frame(frame) {
-            Ok(parts) => parts,
+        let frame = match decode_frame(frame) {
+            Ok(frame) => frame,
             Err(err) => {
                 tracing::warn!(room, cause = %err, "dropping malformed bus frame");
                 return;
             }
         };
-        if origin == self.origin {
+        if frame.origin == self.origin && frame.kind == FrameKind::Say {
             return;
         }
-        match serde_json::from_str::<&RawValue>(json) {
+        match serde_json::from_str::<&RawValue>(frame.json) {
             Ok(message) => self.emit(room, message).await,
             Err(err) => tracing::warn!(room, cause = %err, "dropping bus frame with bad JSON"),
         }

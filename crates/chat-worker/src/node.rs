@@ -17,7 +17,7 @@ use std::{
 
 use chat_protocol::{
     ErrorCode, Limits, ProtocolError, RoomId, UserId, Username,
-    bus::{Topic, encode_frame},
+    bus::{FrameKind, Topic, encode_frame},
     client::{JoinPayload, SayPayload, invalid_payload},
     people::{CHAT_EVENT, GEO_EVENT, HEARTBEAT_EVENT, HeartbeatAck, LOGIN_EVENT, LoginPayload},
     push::{MARK_READ_EVENT, UNREAD_COUNT_EVENT},
@@ -395,8 +395,10 @@ impl Node {
         let (id, encoded) = self.room_message(room, event, username, text);
         if let Some(encoded) = encoded {
             self.fanout.emit(room.as_str(), &encoded).await;
-            self.bus
-                .publish(room, encode_frame(self.fanout.origin(), encoded.get()));
+            self.bus.publish(
+                room,
+                encode_frame(self.fanout.origin(), None, FrameKind::Say, encoded.get()),
+            );
         }
         id
     }
@@ -445,8 +447,10 @@ impl Node {
             };
             if let (_, Some(encoded)) = self.room_message(room, RoomEventKind::Quit, username, None)
             {
-                self.bus
-                    .publish(room, encode_frame(self.fanout.origin(), encoded.get()));
+                self.bus.publish(
+                    room,
+                    encode_frame(self.fanout.origin(), None, FrameKind::Say, encoded.get()),
+                );
                 quits += 1;
             }
         }
