@@ -70,6 +70,9 @@ pub struct StallGuard<S> {
     shared: Arc<Shared>,
     /// The stall this side is in, if a write is pending.
     stall: Option<u64>,
+    /// What the connection holds while it is open (its slot in the per-address count): freed
+    /// with the connection, also after an upgrade hands it to the websocket.
+    _held: Option<Box<dyn Send + Sync>>,
 }
 
 /// What the watch task and the connection share. Allocated once per connection (small).
@@ -89,7 +92,14 @@ impl<S> StallGuard<S> {
             limit,
             shared: Arc::default(),
             stall: None,
+            _held: None,
         }
+    }
+
+    /// The same connection, holding `held` until it is dropped.
+    pub fn holding(mut self, held: Option<Box<dyn Send + Sync>>) -> Self {
+        self._held = held;
+        self
     }
 
     fn cut_error() -> io::Error {
@@ -126,7 +136,8 @@ impl<S> StallGuard<S> {
 async fn watch(shared: Arc<Shared>, stall: u64, limit: Duration) {
     tokio::time::sleep(limit).await;
     if shared.stalls.load(Ordering::Acquire) == stall {
-        tracing::info!(
+        // Per client, so at debug: a client must not be able to write the log.
+        tracing::debug!(
             stalled_ms = limit.as_millis() as u64,
             "cutting off a client that stopped reading"
         );
