@@ -24,6 +24,11 @@ pub struct SupervisorSettings {
     #[arg(long, env = "CHAT_ADMIN_BIND", default_value = "127.0.0.1")]
     pub admin_bind: IpAddr,
 
+    /// Connections the admin port serves at once; more wait in the kernel's queue, so that no
+    /// client can take the descriptors the supervisor needs to respawn workers.
+    #[arg(long, env = "CHAT_ADMIN_MAX_CONNECTIONS", default_value_t = 64)]
+    pub admin_max_connections: usize,
+
     /// Longest wait before respawning a worker that keeps crashing, in milliseconds.
     #[arg(long, env = "CHAT_RESPAWN_BACKOFF_MAX_MS", default_value_t = 10_000)]
     pub respawn_backoff_max_ms: u64,
@@ -50,6 +55,9 @@ impl SupervisorSettings {
         let count = self.worker_count();
         if count == 0 {
             return Err("--workers must be at least 1".into());
+        }
+        if self.admin_max_connections == 0 {
+            return Err("--admin-max-connections must be greater than 0".into());
         }
         if u32::from(self.base_port) + count - 1 > u32::from(u16::MAX) {
             return Err(format!(

@@ -61,8 +61,11 @@ pub async fn run(settings: SupervisorSettings) -> anyhow::Result<()> {
 
     let state = Arc::new(ClusterState::new(settings.base_port, workers));
     let console = console::spawn(Arc::clone(&state), settings.console_note.clone());
-    let admin =
-        tokio::spawn(axum::serve(admin_listener, admin::routes(Arc::clone(&state))).into_future());
+    let admin = tokio::spawn({
+        let settings = settings.clone();
+        let routes = admin::routes(Arc::clone(&state));
+        async move { admin::serve(admin_listener, routes, &settings).await }
+    });
     tracing::info!(workers, base_port = settings.base_port, admin = %admin_addr, "supervisor starting");
 
     let command = Arc::new(WorkerCommand::new(&settings.worker)?);

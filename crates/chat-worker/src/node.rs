@@ -35,7 +35,10 @@ use socketioxide::{
 use crate::{
     auth::{AuthError, Authenticator, ExpiryWatch, HandshakeAuth},
     bus::Bus,
-    edge::counters::{self, Refusal},
+    edge::{
+        clients::SocketSlots,
+        counters::{self, Refusal},
+    },
     fanout::LocalFanout,
     hub::{Hub, Occupancy},
     people::{Identity, LoginSlot, People},
@@ -79,6 +82,8 @@ enum HandshakeRefusal {
     Room(#[from] ProtocolError),
     #[error(transparent)]
     Auth(#[from] AuthError),
+    #[error("this connection was cut for breaking the rate limit; open a new one")]
+    Banned,
 }
 
 pub struct Node {
@@ -150,6 +155,13 @@ impl Node {
         auth: Option<HandshakeAuth>,
     ) -> Result<(), HandshakeRefusal> {
         let parts = socket.req_parts();
+        if parts
+            .extensions
+            .get::<SocketSlots>()
+            .is_some_and(SocketSlots::is_banned)
+        {
+            return Err(HandshakeRefusal::Banned);
+        }
         let cookies = parts
             .headers
             .get(axum::http::header::COOKIE)
@@ -274,6 +286,12 @@ impl Node {
         if exhausted {
             counters::count(Refusal::TooManyRefusals);
             tracing::debug!(sid = %socket.id, "disconnecting a socket that keeps breaking the rate limit");
+            // The namespace disconnect alone would leave the engine session, on which the
+            // client could connect again with a fresh budget, and fails if the client does not
+            // read: the session is banned and a websocket's connection cut.
+            if let Some(slots) = socket.req_parts().extensions.get::<SocketSlots>() {
+                slots.ban();
+            }
             let _ = socket.clone().disconnect();
         }
     }
@@ -607,11 +625,15 @@ fn unknown_event(event: &str) -> ProtocolError {
 /// The refusal for a payload that is JSON but not readable as text or values (the parser's
 /// message picks the sentence; it is never shown), or `None` if the event simply had no
 /// argument. serde_json refuses what JSON's grammar allows but Unicode and numbers do not.
+/// serde_json's messages are pinned by `unreadable_payloads_get_sentences` below.
 fn unreadable(err: &ParserError) -> Option<ProtocolError> {
     let cause = err.to_string();
-    let why = if cause.contains("surrogate") || cause.contains("unicode code point") {
+    let why = if cause.contains("surrogate")
+        || cause.contains("hex escape")
+        || cause.contains("unicode code point")
+    {
         "the payload is not valid text: it has a lone UTF-16 surrogate (a \\uD800-\\uDFFF \
-         escape without its pair); send valid Unicode"
+         escape without its pair) or a broken \\u escape; send valid Unicode"
     } else if cause.contains("recursion limit") {
         "the payload is nested too deeply (more than 128 levels)"
     } else if cause.contains("number out of range") {
@@ -665,4 +687,38 @@ fn query_param(query: &str, name: &str) -> Option<String> {
     form_urlencoded::parse(query.as_bytes())
         .find(|(key, _)| key == name)
         .map(|(_, value)| value.into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What serde_json says, through socketioxide's parser error, for each payload.
+    fn parse_error(json: &str) -> ParserError {
+        let err = serde_json::from_str::<serde_json::Value>(json).expect_err("unreadable");
+        ParserError::new(err)
+    }
+
+    #[test]
+    fn unreadable_payloads_get_sentences() {
+        for lone in [
+            r#"["say",{"text":"\ud83d"}]"#,
+            r#"["say","\ude00 x"]"#,
+            r#"["say","\ud83dx"]"#,
+        ] {
+            let refusal = unreadable(&parse_error(lone)).expect("a lone surrogate is refused");
+            assert_eq!(refusal.code, ErrorCode::InvalidPayload);
+            assert!(
+                refusal.message.contains("surrogate"),
+                "{lone}: {}",
+                refusal.message
+            );
+        }
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        assert!(unreadable(&parse_error(&deep)).is_some_and(|r| r.message.contains("nested")));
+        assert!(unreadable(&parse_error("[1e999]")).is_some_and(|r| r.message.contains("number")));
+        // Not a payload problem: the event had no argument.
+        let none = ParserError::new(std::io::Error::other("first element not found"));
+        assert!(unreadable(&none).is_none());
+    }
 }

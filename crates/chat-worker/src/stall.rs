@@ -75,6 +75,25 @@ pub struct StallGuard<S> {
     _held: Option<Box<dyn Send + Sync>>,
 }
 
+/// Cuts one connection from outside (a socket disconnected for abuse): its reads and writes
+/// fail from then on, as for a stall.
+#[derive(Clone)]
+pub struct Cutter(Arc<Shared>);
+
+impl std::fmt::Debug for Cutter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Cutter")
+    }
+}
+
+impl Cutter {
+    pub fn cut(&self) {
+        self.0.cut.store(true, Ordering::Release);
+        self.0.reader.wake();
+        self.0.writer.wake();
+    }
+}
+
 /// What the watch task and the connection share. Allocated once per connection (small).
 #[derive(Default)]
 struct Shared {
@@ -94,6 +113,11 @@ impl<S> StallGuard<S> {
             stall: None,
             _held: None,
         }
+    }
+
+    /// A handle that cuts this connection.
+    pub fn cutter(&self) -> Cutter {
+        Cutter(Arc::clone(&self.shared))
     }
 
     /// The same connection, holding `held` until it is dropped.

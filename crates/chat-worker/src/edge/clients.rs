@@ -12,11 +12,13 @@ use std::{
     net::{IpAddr, Ipv6Addr, SocketAddr},
     sync::{
         Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
 };
 
 use axum::http::HeaderMap;
+
+use crate::stall::Cutter;
 
 /// Peers whose `X-Forwarded-For` is believed: addresses and CIDR blocks.
 #[derive(Debug, Clone, Default)]
@@ -149,7 +151,8 @@ impl Clients {
         if self.trusted.contains(peer) {
             return Ok(None);
         }
-        take(&self.tcp, counting_key(peer), self.max_per_ip).map(Some)
+        // A long-polling socket uses two connections (its held poll and its sends).
+        take(&self.tcp, counting_key(peer), 2 * self.max_per_ip).map(Some)
     }
 
     /// A slot for a new socket of `client`, unless it holds as many as allowed.
@@ -208,14 +211,17 @@ pub struct Connection {
     pub proxied: bool,
     /// Sockets opened over this connection that are still open.
     sessions: Arc<AtomicUsize>,
+    /// Cuts the TCP connection (a websocket socket's transport).
+    pub cutter: Option<Cutter>,
 }
 
 impl Connection {
-    pub fn new(peer: SocketAddr, proxied: bool) -> Self {
+    pub fn new(peer: SocketAddr, proxied: bool, cutter: Option<Cutter>) -> Self {
         Self {
             peer,
             proxied,
             sessions: Arc::default(),
+            cutter,
         }
     }
 
@@ -241,14 +247,41 @@ impl Drop for SessionSlot {
     }
 }
 
-/// What a socket holds for its whole life: its slots. Kept in the handshake request's
-/// extensions (which must be `Clone`: the engine copies the request parts), so shared.
+/// What a socket holds for its whole life: its slots, the cutter of its websocket's TCP
+/// connection, and whether it was banned. Kept in the handshake request's extensions (which
+/// must be `Clone`: the engine copies the request parts), so shared.
 #[derive(Debug, Clone)]
-pub struct SocketSlots(#[allow(dead_code)] Arc<(Slot, Option<SessionSlot>)>);
+pub struct SocketSlots(Arc<SlotsInner>);
+
+#[derive(Debug)]
+struct SlotsInner {
+    _address: Slot,
+    _connection: Option<SessionSlot>,
+    transport: Option<Cutter>,
+    banned: AtomicBool,
+}
 
 impl SocketSlots {
-    pub fn new(address: Slot, connection: Option<SessionSlot>) -> Self {
-        Self(Arc::new((address, connection)))
+    pub fn new(address: Slot, connection: Option<SessionSlot>, transport: Option<Cutter>) -> Self {
+        Self(Arc::new(SlotsInner {
+            _address: address,
+            _connection: connection,
+            transport,
+            banned: AtomicBool::new(false),
+        }))
+    }
+
+    /// Ends the socket's session for abuse: no new socket may connect over it, and a
+    /// websocket's TCP connection is cut (a client that does not read cannot even be told).
+    pub fn ban(&self) {
+        self.0.banned.store(true, Ordering::Release);
+        if let Some(cutter) = &self.0.transport {
+            cutter.cut();
+        }
+    }
+
+    pub fn is_banned(&self) -> bool {
+        self.0.banned.load(Ordering::Acquire)
     }
 }
 
@@ -330,7 +363,7 @@ mod tests {
         // Trusted proxies' connections are not counted.
         assert!(clients.admit_connection(ip("127.0.0.1")).unwrap().is_none());
 
-        let connection = Connection::new("192.0.2.9:5000".parse().unwrap(), false);
+        let connection = Connection::new("192.0.2.9:5000".parse().unwrap(), false, None);
         let first = connection.admit_session(1).unwrap();
         assert!(connection.admit_session(1).is_err());
         drop(first);

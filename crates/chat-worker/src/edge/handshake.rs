@@ -62,8 +62,13 @@ pub async fn guard(State(state): State<Arc<Handshakes>>, request: Request, next:
         .uri
         .query()
         .is_some_and(|query| form_urlencoded::parse(query.as_bytes()).any(|(key, _)| key == "sid"));
+    // A websocket handshake's connection is the socket's transport; a polling one's is not.
+    let websocket = parts
+        .uri
+        .query()
+        .is_some_and(|query| query.contains("transport=websocket"));
     let slots = match (handshake, connection) {
-        (true, Some(connection)) => match admit(&state, &connection, &parts.headers) {
+        (true, Some(connection)) => match admit(&state, &connection, &parts.headers, websocket) {
             Ok(slots) => Some(slots),
             Err(refusal) => return (StatusCode::TOO_MANY_REQUESTS, refusal).into_response(),
         },
@@ -85,6 +90,7 @@ fn admit(
     state: &Handshakes,
     connection: &Connection,
     headers: &HeaderMap,
+    websocket: bool,
 ) -> Result<SocketSlots, String> {
     let clients = &state.clients;
     let per_connection = if connection.proxied {
@@ -105,7 +111,11 @@ fn admit(
     };
     let client = clients.trusted.client_of(connection.peer.ip(), headers);
     match clients.admit_socket(client) {
-        Ok(address) => Ok(SocketSlots::new(address, per_connection)),
+        Ok(address) => Ok(SocketSlots::new(
+            address,
+            per_connection,
+            websocket.then(|| connection.cutter.clone()).flatten(),
+        )),
         Err(held) => {
             counters::count(Refusal::SocketsPerIp);
             tracing::debug!(%client, peer = %connection.peer, held, "socket refused: too many from this address");

@@ -112,7 +112,7 @@ pub async fn serve(
             held => Some(Box::new(held)),
         };
         let io = StallGuard::new(stream, options.write_stall_timeout).holding(held);
-        let connection = Arc::new(Connection::new(peer, proxied));
+        let connection = Arc::new(Connection::new(peer, proxied, Some(io.cutter())));
         let service = hyper::service::service_fn({
             let app = app.clone();
             let body_read_timeout = options.body_read_timeout;
