@@ -8,6 +8,8 @@ want=()
 command -v redis-server >/dev/null 2>&1 || want+=(redis-server)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || want+=(nginx)
 command -v node >/dev/null 2>&1 || want+=(nodejs npm)
+# The Python socket.io client of the tests runs in a venv (tests/requirements.txt).
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || want+=(python3-venv)
 if [ "${1:-}" = "--with-browser" ]; then
   command -v chromium >/dev/null 2>&1 || want+=(chromium)
 fi

@@ -19,4 +19,7 @@ cargo test --locked --workspace
 
 section "javascript end-to-end tests"
 (cd tests && npm ci --no-audit --no-fund --loglevel=error)
+# The Python socket.io client (python-socketio from PyPI, pinned), used by some e2e tests.
+[ -x tests/.venv/bin/python ] || python3 -m venv tests/.venv
+tests/.venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 (cd tests && CHAT_BIN="$PWD/../target/debug/chat-cluster" npm test)

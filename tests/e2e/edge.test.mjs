@@ -9,8 +9,12 @@ import assert from "node:assert/strict";
 import crypto from "node:crypto";
 import net from "node:net";
 import { spawn } from "node:child_process";
+import readline from "node:readline";
+import { execFileSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import path from "node:path";
 import WebSocket from "ws";
-import { binary, chatClient, cleanup, freePort, freePortRange, member, sleep, startNginx, startRedis, startWorker, trackClient, until, within } from "../support/harness.mjs";
+import { binary, repoRoot, chatClient, cleanup, freePort, freePortRange, member, sleep, startNginx, startRedis, startWorker, trackClient, until, within } from "../support/harness.mjs";
 
 const JWT_SECRET = "edge-test-secret-0123456789abcdefghij";
 const base64url = (value) => Buffer.from(typeof value === "string" ? value : JSON.stringify(value)).toString("base64url");
@@ -335,5 +339,82 @@ describe("hostile clients at the edge", () => {
     const ack = JSON.parse((await ws.next("the say ack", (p) => p.startsWith("432"))).slice(3))[0];
     assert.equal(ack.error.code, "invalid_payload");
     assert.match(ack.error.message, /surrogate/);
+  });
+
+  test("silent connections to the admin port cannot stop the supervisor from respawning", async () => {
+    const basePort = await freePortRange(1);
+    const adminPort = await freePort();
+    // 256 descriptors, as in the report; the header timeout is long so that only the bound on
+    // admin connections can save the supervisor.
+    const child = spawn(
+      "bash",
+      ["-c", 'ulimit -n 256 && exec "$@"', "bash", binary, "supervise", "--workers", "1", "--base-port", String(basePort), "--admin-port", String(adminPort), "--redis-url", redis.url, "--shutdown-grace-ms", "1000"],
+      {
+        stdio: ["ignore", "pipe", "pipe"],
+        env: { ...Object.fromEntries(Object.entries(process.env).filter(([key]) => key !== "CHAT_WORKER_SETTINGS")), CHAT_HEADER_READ_TIMEOUT_MS: "60000" },
+      },
+    );
+    trackClient({ close: () => child.kill("SIGKILL") });
+    const lines = [];
+    readline.createInterface({ input: child.stdout }).on("line", (text) => {
+      try {
+        lines.push(JSON.parse(text));
+      } catch {
+        // Not a console line.
+      }
+    });
+    const ready = await until("the worker to be ready", () => lines.find((l) => l.event === "worker_ready"));
+    const silent = [];
+    for (let i = 0; i < 240; i++) silent.push(rawTcp(adminPort));
+    // Those beyond what the supervisor serves and the kernel queues wait for SYN retries.
+    await sleep(1500);
+    process.kill(ready.pid, "SIGKILL");
+    const respawned = await until(
+      "the killed worker to be respawned",
+      () => lines.find((l) => l.event === "worker_ready" && l.pid !== ready.pid),
+      { timeoutMs: 10_000 },
+    );
+    assert.notEqual(respawned.pid, ready.pid);
+    for (const s of silent) s.destroy();
+    const status = await until("/status to answer again", async () => (await fetch(`http://127.0.0.1:${adminPort}/status`, { signal: AbortSignal.timeout(2000) })).ok);
+    assert.ok(status);
+    child.kill("SIGTERM");
+  });
+
+  test("a text within --max-text-chars fits the transport however a JSON encoder escapes it (python-socketio)", async () => {
+    const python = path.join(repoRoot, "tests/.venv/bin/python");
+    if (!existsSync(python)) {
+      throw new Error("the Python client is not installed: run `bash scripts/test.sh` (it makes tests/.venv from tests/requirements.txt)");
+    }
+    const worker = await startWorker({ redisUrl: redis.url });
+    for (const transport of ["websocket", "polling"]) {
+      const output = await new Promise((resolve, reject) => {
+        const child = spawn(python, [path.join(repoRoot, "tests/python/escaped_text.py"), worker.url, transport, "1400"], { stdio: ["ignore", "pipe", "pipe"] });
+        trackClient({ close: () => child.kill("SIGKILL") });
+        let out = "";
+        let err = "";
+        child.stdout.on("data", (chunk) => (out += chunk));
+        child.stderr.on("data", (chunk) => (err += chunk));
+        child.on("exit", (code) => (code === 0 ? resolve(out) : reject(new Error(`python exited ${code}: ${err}`))));
+      });
+      const report = JSON.parse(output.trim().split("\n").pop());
+      assert.ok(report.wire_bytes > 16_384, `the escaped say is ${report.wire_bytes} bytes, over the old 16 KiB cap`);
+      assert.deepEqual(report.join, { ok: true }, JSON.stringify(report));
+      assert.equal(report.say?.ok, true, `${transport}: ${JSON.stringify(report)}`);
+      assert.equal(report.echo, true, `${transport}: the room received the text`);
+    }
+  });
+
+  test("limits that contradict each other are refused at start, with the numbers", () => {
+    let message = "";
+    try {
+      execFileSync(binary, ["check-config"], {
+        env: { ...Object.fromEntries(Object.entries(process.env).filter(([key]) => key !== "CHAT_WORKER_SETTINGS")), CHAT_MAX_MESSAGE_BYTES: "16384" },
+        stdio: ["ignore", "pipe", "pipe"],
+      });
+    } catch (err) {
+      message = err.stderr.toString();
+    }
+    assert.match(message, /--max-message-bytes 16384 is too small for --max-text-chars 2000/);
   });
 });
