@@ -417,4 +417,19 @@ describe("hostile clients at the edge", () => {
     }
     assert.match(message, /--max-message-bytes 16384 is too small for --max-text-chars 2000/);
   });
+
+  test("other refusals are sentences, not a library's messages or Rust's debug output", async () => {
+    const worker = await startWorker({ redisUrl: redis.url, env: { CHAT_API_KEY: "edge-api-key" } });
+    const response = await fetch(`${worker.url}/api/push`, {
+      method: "POST",
+      headers: { authorization: "Bearer edge-api-key", "content-type": "application/json" },
+      body: JSON.stringify({ users: ["bob"], data: 1 }),
+    });
+    const { error } = await response.json();
+    assert.equal(error.code, "invalid_json");
+    assert.doesNotMatch(error.message, /`|missing field|at line \d+ column/, `serde's own words: ${error.message}`);
+    const room = chatClient(worker.url, { reconnection: false, query: { roomid: "café" } });
+    const refused = await within("a connect_error", new Promise((resolve) => room.once("connect_error", resolve)));
+    assert.match(refused.message, /'é' \(U\+00E9\) is not allowed/);
+  });
 });
