@@ -11,7 +11,7 @@ import net from "node:net";
 import { spawn } from "node:child_process";
 import readline from "node:readline";
 import { execFileSync } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import WebSocket from "ws";
 import { binary, repoRoot, chatClient, cleanup, freePort, freePortRange, member, sleep, startNginx, startRedis, startWorker, trackClient, until, within } from "../support/harness.mjs";
@@ -441,5 +441,33 @@ describe("hostile clients at the edge", () => {
     const room = chatClient(worker.url, { reconnection: false, query: { roomid: "café" } });
     const refused = await within("a connect_error", new Promise((resolve) => room.once("connect_error", resolve)));
     assert.match(refused.message, /'é' \(U\+00E9\) is not allowed/);
+  });
+
+  test("a socket keeps none of the junk its handshake carried", async () => {
+    const worker = await startWorker({ redisUrl: redis.url });
+    const rss = () => Number(readFileSync(`/proc/${worker.child.pid}/status`, "utf8").match(/VmRSS:\s+(\d+)/)[1]) * 1024;
+    const open = async (count, headers) => {
+      const sockets = [];
+      for (let i = 0; i < count; i++) {
+        const ws = rawSocket(worker.port, "&roomid=junk", { headers });
+        await ws.opened;
+        ws.send("40");
+        await ws.next("the CONNECT answer", (p) => p.startsWith("40"));
+        sockets.push(ws);
+      }
+      return sockets;
+    };
+    // A first batch warms the heap up; the second and third differ only in 12 KB of headers each.
+    await open(100, {});
+    await sleep(300);
+    const start = rss();
+    await open(200, {});
+    await sleep(300);
+    const plain = rss() - start;
+    await open(200, { "x-junk": "j".repeat(12_000), cookie: `tracking=${"t".repeat(2_000)}` });
+    await sleep(300);
+    const junk = rss() - start - plain;
+    // Kept, the headers alone would be 200 x 14 KB = 2.8 MB.
+    assert.ok(junk - plain < 1_000_000, `200 sockets with 14 KB of junk headers cost ${junk} bytes, without ${plain}`);
   });
 });
