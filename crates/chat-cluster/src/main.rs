@@ -14,8 +14,8 @@ fn main() -> ExitCode {
     match cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            // One report with the whole chain of causes.
-            tracing::error!("{err:#}");
+            // One line with the whole chain of causes (logging it too would say it twice on
+            // the same stderr).
             eprintln!("chat-cluster: {err:#}");
             ExitCode::FAILURE
         }
