@@ -159,12 +159,6 @@ impl Clients {
     pub fn admit_socket(&self, client: IpAddr) -> Result<Slot, usize> {
         take(&self.sockets, counting_key(client), self.max_per_ip)
     }
-
-    /// How many sockets `client` holds now (for tests and logs).
-    pub fn sockets_of(&self, client: IpAddr) -> usize {
-        let counts = self.sockets.lock().unwrap_or_else(|p| p.into_inner());
-        counts.get(&counting_key(client)).copied().unwrap_or(0)
-    }
 }
 
 fn take(
