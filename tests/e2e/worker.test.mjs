@@ -41,7 +41,8 @@ describe("a worker alone", () => {
   test("limits set by its flags: the rate budget, unknown events included, and the message size", async () => {
     const worker = await startWorker({
       redisUrl: `redis://127.0.0.1:${await freePort()}`,
-      extraArgs: ["--rate-per-sec", "1", "--rate-burst", "3", "--max-message-bytes", "4096"],
+      // 4096 bytes hold any text of 250 characters however it is escaped (12 × 250 + 640).
+      extraArgs: ["--rate-per-sec", "1", "--rate-burst", "3", "--max-message-bytes", "4096", "--max-text-chars", "250"],
     });
     // The join spends one event of ann's burst of 3, an unknown event the second.
     const ann = await member(worker.url, "limits", "ann", { reconnection: false });

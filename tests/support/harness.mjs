@@ -419,12 +419,12 @@ export async function startCluster({ workers = 2, redisUrl, extraArgs = [], env 
 }
 
 /** `chat-cluster worker` alone on a free port; ready once `/monitor` answers 200. */
-export async function startWorker({ redisUrl, extraArgs = [] }) {
+export async function startWorker({ redisUrl, extraArgs = [], env = {} }) {
   const port = await freePort();
   const child = track(
     spawn(requireBinary(), ["worker", "--port", String(port), "--redis-url", redisUrl, "--shutdown-grace-ms", "2000", ...extraArgs], {
       stdio: ["ignore", "ignore", "pipe"],
-      env: withoutWorkerSettings(),
+      env: { ...withoutWorkerSettings(), ...env },
     }),
     `worker:${port}`,
   );

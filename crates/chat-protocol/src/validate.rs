@@ -26,7 +26,8 @@ impl RoomId {
         }
         if let Some(bad) = raw.chars().find(|c| !is_room_id_char(*c)) {
             return Err(invalid(&format!(
-                "{bad:?} is not allowed (use letters, digits, '_', '-', '.', ':')"
+                "{} is not allowed (use letters, digits, '_', '-', '.', ':')",
+                shown(bad)
             )));
         }
         Ok(Self(raw.to_owned()))
@@ -34,6 +35,16 @@ impl RoomId {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+/// A refused character as a client developer reads it: `'é' (U+00E9)`, or only the code point
+/// for what cannot be shown (white space, control and bidirectional characters).
+fn shown(c: char) -> String {
+    if c.is_whitespace() || is_forbidden_char(c) {
+        format!("the character U+{:04X}", u32::from(c))
+    } else {
+        format!("'{c}' (U+{:04X})", u32::from(c))
     }
 }
 
@@ -107,7 +118,8 @@ fn parse_identifier(
     }
     if let Some(bad) = raw.chars().find(|c| !is_room_id_char(*c) && *c != '@') {
         return Err(invalid(format!(
-            "{bad:?} is not allowed (use letters, digits, '_', '-', '.', ':', '@')"
+            "{} is not allowed (use letters, digits, '_', '-', '.', ':', '@')",
+            shown(bad)
         )));
     }
     Ok(raw.to_owned())
@@ -228,9 +240,9 @@ mod tests {
         check_room(&"r".repeat(64), Ok(&"r".repeat(64)));
         check_room("", Err("empty"));
         check_room(&"r".repeat(65), Err("longer than 64"));
-        check_room("a b", Err("' ' is not allowed"));
-        check_room("a/b", Err("'/' is not allowed"));
-        check_room("café", Err("'é' is not allowed"));
+        check_room("a b", Err("the character U+0020 is not allowed"));
+        check_room("a/b", Err("'/' (U+002F) is not allowed"));
+        check_room("café", Err("'é' (U+00E9) is not allowed"));
         check_room("a\0b", Err("not allowed"));
     }
 
@@ -308,7 +320,7 @@ mod tests {
         let long = "u".repeat(limits.max_user_id_len + 1);
         for (raw, fragment) in [
             ("", "empty"),
-            ("a b", "' '"),
+            ("a b", "U+0020"),
             (long.as_str(), "longer than"),
             ("é", "'é'"),
         ] {

@@ -48,8 +48,9 @@ pub struct WorkerSettings {
     pub max_text_chars: usize,
 
     /// Largest websocket message and long-polling request body a client may send, in bytes.
-    /// A larger one closes the connection.
-    #[arg(long, env = "CHAT_MAX_MESSAGE_BYTES", default_value_t = 16 * 1024)]
+    /// A larger one closes the connection. Must hold the largest event the content limits
+    /// accept, however a JSON encoder escapes it (checked at start).
+    #[arg(long, env = "CHAT_MAX_MESSAGE_BYTES", default_value_t = 32 * 1024)]
     pub max_message_bytes: usize,
 
     /// Initial read buffer of each websocket connection, in bytes (grows for larger messages).
@@ -113,6 +114,9 @@ pub struct WorkerSettings {
 
     #[command(flatten)]
     pub redis: RedisSettings,
+
+    #[command(flatten)]
+    pub edge: EdgeSettings,
 }
 
 /// How the worker talks to Redis beyond its URL: TLS trust, timeouts, and what an
@@ -192,6 +196,21 @@ pub struct AuthSettings {
     /// The page's own origin (the request's Host) is always allowed.
     #[arg(long, env = "CHAT_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
+
+    /// Host names clients may reach the workers by (the request's `Host`), comma-separated, `*`
+    /// for any. Always allowed: IP addresses, `localhost`, and the hosts of
+    /// `--allowed-origins`. Others get 403, so a DNS-rebinding page cannot reach the workers.
+    #[arg(long, env = "CHAT_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
+
+    /// The `aud` a token must carry (`--auth jwt`); without it, tokens carrying an `aud` are
+    /// accepted whatever it is.
+    #[arg(long, env = "CHAT_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// The `iss` a token must carry (`--auth jwt`); without it, `iss` is not checked.
+    #[arg(long, env = "CHAT_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
 }
 
 /// Push notifications: the HTTP API, the `notification` channel and the unread store.
@@ -367,6 +386,8 @@ impl WorkerSettings {
         crate::rate::RateLimit {
             per_second: self.rate_per_sec,
             burst: self.rate_burst,
+            max_refusals: self.edge.max_refusals,
+            refusal_window: self.edge.refusal_window(),
         }
     }
 
@@ -398,6 +419,19 @@ impl WorkerSettings {
                 Ok(_) => Durability::Replicated,
             }
         })
+    }
+
+    /// The largest event packet a client may need to send within the content limits, in bytes:
+    /// a `chat` of `--max-text-chars` characters, each written as a JSON escape of up to 12
+    /// bytes (an astral character is two `\uXXXX` escapes of its UTF-16 halves), its `to` and
+    /// `clientMsgId` (ASCII, `--max-user-id-len` each), and 512 bytes for the packet around them
+    /// (type, ack id, event name, keys, an encoder's spaces).
+    pub fn largest_event_bytes(&self) -> usize {
+        const ESCAPED_CHAR_BYTES: usize = 12;
+        const ENVELOPE_BYTES: usize = 512;
+        ESCAPED_CHAR_BYTES * self.max_text_chars.max(self.max_username_chars)
+            + 2 * self.max_user_id_len
+            + ENVELOPE_BYTES
     }
 
     /// Checks what the types alone cannot: zero sizes, and limits that contradict each other.
@@ -452,13 +486,16 @@ impl WorkerSettings {
         if let Some((name, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(format!("--{name} must be greater than 0"));
         }
-        // A text of max_text_chars characters of up to 4 bytes each, plus the packet around it,
-        // must fit in one message, or valid texts would be cut off at the transport.
-        let largest_say = self.max_text_chars * 4 + 256;
-        if self.max_message_bytes < largest_say.min(1024) {
+        // Every text the content limits accept must fit the transport's cap however a standard
+        // JSON encoder writes it, or a valid message would close the connection.
+        let needed = self.largest_event_bytes();
+        if self.max_message_bytes < needed {
             return Err(format!(
-                "--max-message-bytes {} is too small for a chat message; use at least 1024",
-                self.max_message_bytes
+                "--max-message-bytes {} is too small for --max-text-chars {}: written as \
+                 ASCII-only JSON (\\uXXXX escapes, as Python's json.dumps does by default), a \
+                 text that long takes up to {needed} bytes; raise --max-message-bytes to at \
+                 least {needed} or lower --max-text-chars",
+                self.max_message_bytes, self.max_text_chars
             ));
         }
         if !(self.rate_per_sec > 0.0 && self.rate_burst >= 1.0) {
@@ -485,6 +522,8 @@ impl WorkerSettings {
         if self.auth.auth == AuthMode::Jwt {
             crate::auth::jwt_secret(&self.auth).map_err(|err| err.to_string())?;
         }
+        self.edge.validate()?;
+        crate::origin::validate(&self.auth)?;
         if self.ping_interval_ms == 0
             || self.ping_timeout_ms == 0
             || self.write_stall_timeout_ms == 0
@@ -509,6 +548,96 @@ impl WorkerSettings {
     pub fn to_env_json(&self) -> String {
         // Plain strings and integers: serialization cannot fail.
         serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// The HTTP edge: what one connection and one client address may hold, how long each phase of
+/// a request may take, and when a client that keeps breaking the limits is cut.
+#[derive(Debug, Clone, PartialEq, clap::Args, Serialize, Deserialize)]
+pub struct EdgeSettings {
+    /// Largest request head (request line and headers), in bytes; larger gets 431.
+    #[arg(long, env = "CHAT_MAX_HEADER_BYTES", default_value_t = 16 * 1024)]
+    pub max_header_bytes: usize,
+
+    /// Time a client has to send a complete request head, in milliseconds, counted from the
+    /// connection's start or, on a kept-alive connection, from the end of the previous
+    /// response (so it is also how long a connection may sit idle between requests).
+    #[arg(long, env = "CHAT_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_read_timeout_ms: u64,
+
+    /// Time a client has to send a whole request body once its head is in, in milliseconds
+    /// (long-polling POSTs, push API requests).
+    #[arg(long, env = "CHAT_BODY_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    pub body_read_timeout_ms: u64,
+
+    /// Connections one client address may hold on one worker: TCP connections of clients that
+    /// connect directly, and sockets (also through trusted proxies). IPv6 addresses count per
+    /// /64.
+    #[arg(long, env = "CHAT_MAX_CONNECTIONS_PER_IP", default_value_t = 1000)]
+    pub max_connections_per_ip: usize,
+
+    /// Sockets (engine.io sessions) one TCP connection of a direct client may open and hold.
+    /// Connections from trusted proxies carry many clients and are not bounded by it.
+    #[arg(long, env = "CHAT_MAX_SESSIONS_PER_CONNECTION", default_value_t = 16)]
+    pub max_sessions_per_connection: usize,
+
+    /// Proxies whose `X-Forwarded-For` names the client (comma-separated addresses or CIDR
+    /// blocks); from any other peer the header is ignored.
+    #[arg(
+        long,
+        env = "CHAT_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        default_value = "127.0.0.1,::1"
+    )]
+    pub trusted_proxies: Vec<String>,
+
+    /// Refused events (over the rate limit) one socket may collect within
+    /// `--refusal-window-ms` before it is disconnected.
+    #[arg(long, env = "CHAT_MAX_REFUSALS", default_value_t = 100)]
+    pub max_refusals: u32,
+
+    /// The window in which `--max-refusals` is counted, in milliseconds.
+    #[arg(long, env = "CHAT_REFUSAL_WINDOW_MS", default_value_t = 10_000)]
+    pub refusal_window_ms: u64,
+}
+
+impl EdgeSettings {
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
+    }
+
+    pub fn body_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_read_timeout_ms)
+    }
+
+    pub fn refusal_window(&self) -> Duration {
+        Duration::from_millis(self.refusal_window_ms)
+    }
+
+    /// Checks the edge limits: positive values, and proxies that parse.
+    fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("max-header-bytes", self.max_header_bytes as u64),
+            ("header-read-timeout-ms", self.header_read_timeout_ms),
+            ("body-read-timeout-ms", self.body_read_timeout_ms),
+            ("max-connections-per-ip", self.max_connections_per_ip as u64),
+            (
+                "max-sessions-per-connection",
+                self.max_sessions_per_connection as u64,
+            ),
+            ("max-refusals", u64::from(self.max_refusals)),
+            ("refusal-window-ms", self.refusal_window_ms),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, value)| *value == 0) {
+            return Err(format!("--{name} must be greater than 0"));
+        }
+        if self.max_header_bytes < 1024 {
+            return Err(format!(
+                "--max-header-bytes {} is too small for a browser's request; use at least 1024",
+                self.max_header_bytes
+            ));
+        }
+        crate::edge::clients::TrustedProxies::parse(&self.trusted_proxies).map(|_| ())
     }
 }
 

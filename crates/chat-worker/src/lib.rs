@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod bus;
 pub mod config;
+pub mod edge;
 pub mod fanout;
 pub mod http;
 pub mod hub;

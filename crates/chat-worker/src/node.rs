@@ -26,14 +26,19 @@ use chat_protocol::{
 };
 use serde::Serialize;
 use socketioxide::{
-    SocketIo,
+    ParserError, SocketIo,
     extract::{AckSender, Event, SocketRef, TryData},
     handler::ConnectHandler,
+    socket::DisconnectReason,
 };
 
 use crate::{
-    auth::{AuthError, Authenticator, HandshakeAuth},
+    auth::{AuthError, Authenticator, ExpiryWatch, HandshakeAuth},
     bus::{self, Bus},
+    edge::{
+        clients::SocketSlots,
+        counters::{self, Refusal},
+    },
     fanout::LocalFanout,
     hub::{Hub, Occupancy},
     people::{Identity, LoginSlot, People},
@@ -54,6 +59,17 @@ struct Membership {
     login: LoginSlot,
     /// Who the handshake proved the socket to be (`--auth jwt`).
     authenticated: Option<UserId>,
+    /// When the handshake's token stops being accepted (unix seconds), and the watch that
+    /// disconnects the socket then.
+    expires_at: Option<u64>,
+    expiry: OnceLock<ExpiryWatch>,
+}
+
+impl Membership {
+    /// The authenticated user id, as room messages carry it.
+    fn user_id(&self) -> Option<&str> {
+        self.authenticated.as_ref().map(UserId::as_str)
+    }
 }
 
 /// Why a handshake was refused.
@@ -63,6 +79,8 @@ enum HandshakeRefusal {
     Room(#[from] ProtocolError),
     #[error(transparent)]
     Auth(#[from] AuthError),
+    #[error("this connection was cut for breaking the rate limit; open a new one")]
+    Banned,
 }
 
 pub struct Node {
@@ -112,9 +130,11 @@ impl Node {
                 async move { node.admit(&socket, auth.ok()).await }
             }
         };
+        let io_of_sockets = io.clone();
         let on_connect = move |socket: SocketRef| {
             let node = Arc::clone(&node);
-            async move { node.on_connect(socket) }
+            let io = io_of_sockets.clone();
+            async move { node.on_connect(socket, io) }
         };
         io.ns("/", on_connect.with(check_room));
     }
@@ -132,11 +152,18 @@ impl Node {
         auth: Option<HandshakeAuth>,
     ) -> Result<(), HandshakeRefusal> {
         let parts = socket.req_parts();
+        if parts
+            .extensions
+            .get::<SocketSlots>()
+            .is_some_and(SocketSlots::is_banned)
+        {
+            return Err(HandshakeRefusal::Banned);
+        }
         let cookies = parts
             .headers
             .get(axum::http::header::COOKIE)
             .and_then(|value| value.to_str().ok());
-        let authenticated = self
+        let proof = self
             .authenticator
             .authenticate(auth.as_ref(), cookies, &self.limits)
             .inspect_err(
@@ -158,16 +185,23 @@ impl Node {
             username: OnceLock::new(),
             bucket: Mutex::new(TokenBucket::new(self.rate, Instant::now())),
             login: LoginSlot::default(),
-            authenticated,
+            expires_at: proof.as_ref().map(|proof| proof.expires_at),
+            authenticated: proof.map(|proof| proof.user),
+            expiry: OnceLock::new(),
         }));
         Ok(())
     }
 
-    fn on_connect(self: Arc<Self>, socket: SocketRef) {
+    fn on_connect(self: Arc<Self>, socket: SocketRef, io: SocketIo) {
         let Ok(membership) = membership(&socket) else {
             let _ = socket.disconnect();
             return;
         };
+        if let Some(expires_at) = membership.expires_at {
+            let _ = membership
+                .expiry
+                .set(ExpiryWatch::start(io, socket.id, expires_at));
+        }
         self.connects.fetch_add(1, Ordering::Relaxed);
         if let Some(room) = &membership.room {
             socket.join(room.as_str().to_owned());
@@ -188,12 +222,71 @@ impl Node {
                   TryData(data): TryData<serde_json::Value>,
                   ack: AckSender| {
                 let node = Arc::clone(&node);
-                async move { node.dispatch(socket, &event, data.ok(), ack).await }
+                async move { node.receive(socket, &event, data, ack).await }
             },
         );
         socket.on_disconnect(
-            move |socket: SocketRef| async move { self.on_disconnect(socket).await },
+            move |socket: SocketRef, reason: DisconnectReason| async move {
+                if reason == DisconnectReason::PacketParsingError {
+                    // Binary attachments, or a packet the parser refuses: counted, not logged.
+                    counters::count(Refusal::BadPacket);
+                }
+                self.on_disconnect(socket).await
+            },
         );
+    }
+
+    /// Answers one client event whose payload may not have been readable JSON, then cuts the
+    /// socket if it has been refused too often.
+    async fn receive(
+        self: Arc<Self>,
+        socket: SocketRef,
+        event: &str,
+        data: Result<serde_json::Value, ParserError>,
+        ack: AckSender,
+    ) {
+        let data = match data {
+            Ok(data) => Some(data),
+            Err(err) => match unreadable(&err) {
+                Some(refusal) => {
+                    let answer = membership(&socket)
+                        .and_then(|membership| self.spend(&membership))
+                        .and(Err(refusal));
+                    send_answer::<()>(ack, answer);
+                    self.cut_if_exhausted(&socket);
+                    return;
+                }
+                // No argument at all (`hb`, `unread_count`): no payload.
+                None => None,
+            },
+        };
+        Arc::clone(&self)
+            .dispatch(socket.clone(), event, data, ack)
+            .await;
+        self.cut_if_exhausted(&socket);
+    }
+
+    /// Disconnects a socket refused `--max-refusals` times within `--refusal-window-ms`.
+    fn cut_if_exhausted(&self, socket: &SocketRef) {
+        let Some(membership) = socket.extensions.get::<Arc<Membership>>() else {
+            return;
+        };
+        let exhausted = membership
+            .bucket
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .is_exhausted(self.rate);
+        if exhausted {
+            counters::count(Refusal::TooManyRefusals);
+            tracing::debug!(sid = %socket.id, "disconnecting a socket that keeps breaking the rate limit");
+            // The namespace disconnect alone would leave the engine session, on which the
+            // client could connect again with a fresh budget, and fails if the client does not
+            // read: the session is banned and a websocket's connection cut.
+            if let Some(slots) = socket.req_parts().extensions.get::<SocketSlots>() {
+                slots.ban();
+            }
+            let _ = socket.clone().disconnect();
+        }
     }
 
     /// Answers one client event. `data` is the event's first argument, if it had one that is
@@ -316,8 +409,14 @@ impl Node {
             Ok(()) => membership.username.get().ok_or_else(already_joined)?,
             Err(_) => return Err(already_joined()),
         };
-        self.broadcast(room, RoomEventKind::Join, username, None)
-            .await;
+        self.broadcast(
+            room,
+            RoomEventKind::Join,
+            username,
+            membership.user_id(),
+            None,
+        )
+        .await;
         Ok(())
     }
 
@@ -336,7 +435,13 @@ impl Node {
             .ok_or_else(|| invalid_payload(SayPayload::EXPECTED))?
             .validate(&self.limits)?;
         Ok(self
-            .broadcast(room, RoomEventKind::Say, username, Some(text.as_str()))
+            .broadcast(
+                room,
+                RoomEventKind::Say,
+                username,
+                membership.user_id(),
+                Some(text.as_str()),
+            )
             .await)
     }
 
@@ -346,10 +451,13 @@ impl Node {
             .bucket
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
-        if bucket.try_take(self.rate, Instant::now()) {
+        let now = Instant::now();
+        if bucket.try_take(self.rate, now) {
             return Ok(());
         }
         crate::metrics::dropped(crate::metrics::Dropped::RateLimited, 1);
+        counters::count(Refusal::RateLimited);
+        bucket.refused(self.rate, now);
         Err(ProtocolError::new(
             ErrorCode::RateLimited,
             format!(
@@ -378,8 +486,14 @@ impl Node {
         // Out of the room first, so its own farewell is not sent to the closed socket.
         socket.leave(room.as_str().to_owned());
         if let Some(username) = membership.username.get() {
-            self.broadcast(room, RoomEventKind::Quit, username, None)
-                .await;
+            self.broadcast(
+                room,
+                RoomEventKind::Quit,
+                username,
+                membership.user_id(),
+                None,
+            )
+            .await;
         }
     }
 
@@ -390,9 +504,10 @@ impl Node {
         room: &RoomId,
         event: RoomEventKind,
         username: &Username,
+        user_id: Option<&str>,
         text: Option<&str>,
     ) -> String {
-        let (id, encoded) = self.room_message(room, event, username, text);
+        let (id, encoded) = self.room_message(room, event, username, user_id, text);
         if let Some(encoded) = encoded {
             self.fanout.emit(room.as_str(), &encoded).await;
             self.bus.publish(
@@ -410,6 +525,7 @@ impl Node {
         room: &RoomId,
         event: RoomEventKind,
         username: &Username,
+        user_id: Option<&str>,
         text: Option<&str>,
     ) -> (String, Option<Box<serde_json::value::RawValue>>) {
         let id = format!(
@@ -422,6 +538,7 @@ impl Node {
             data: RoomEventData {
                 username: username.as_str(),
                 text,
+                user_id,
             },
             id: &id,
             ts: unix_millis(),
@@ -445,8 +562,13 @@ impl Node {
             let (Some(room), Some(username)) = (&membership.room, membership.username.get()) else {
                 continue;
             };
-            if let (_, Some(encoded)) = self.room_message(room, RoomEventKind::Quit, username, None)
-            {
+            if let (_, Some(encoded)) = self.room_message(
+                room,
+                RoomEventKind::Quit,
+                username,
+                membership.user_id(),
+                None,
+            ) {
                 self.bus.publish(
                     room,
                     encode_frame(self.fanout.origin(), None, FrameKind::Say, encoded.get()),
@@ -503,6 +625,31 @@ fn unknown_event(event: &str) -> ProtocolError {
     ProtocolError::new(ErrorCode::UnknownEvent, format!("unknown event {shown:?}"))
 }
 
+/// The refusal for a payload that is JSON but not readable as text or values (the parser's
+/// message picks the sentence; it is never shown), or `None` if the event simply had no
+/// argument. serde_json refuses what JSON's grammar allows but Unicode and numbers do not.
+/// serde_json's messages are pinned by `unreadable_payloads_get_sentences` below.
+fn unreadable(err: &ParserError) -> Option<ProtocolError> {
+    let cause = err.to_string();
+    let why = if cause.contains("surrogate")
+        || cause.contains("hex escape")
+        || cause.contains("unicode code point")
+    {
+        "the payload is not valid text: it has a lone UTF-16 surrogate (a \\uD800-\\uDFFF \
+         escape without its pair) or a broken \\u escape; send valid Unicode"
+    } else if cause.contains("recursion limit") {
+        "the payload is nested too deeply (more than 128 levels)"
+    } else if cause.contains("number out of range") {
+        "the payload has a number too large to read"
+    } else if cause.contains("control character") || cause.contains("invalid escape") {
+        "the payload is not valid JSON text (a string has a raw control character or a bad \
+         escape)"
+    } else {
+        return None;
+    };
+    Some(ProtocolError::new(ErrorCode::InvalidPayload, why))
+}
+
 /// An event's payload in the shape the event expects, if it has that shape.
 fn payload<T: serde::de::DeserializeOwned>(data: Option<serde_json::Value>) -> Option<T> {
     data.and_then(|data| serde_json::from_value(data).ok())
@@ -543,4 +690,38 @@ fn query_param(query: &str, name: &str) -> Option<String> {
     form_urlencoded::parse(query.as_bytes())
         .find(|(key, _)| key == name)
         .map(|(_, value)| value.into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What serde_json says, through socketioxide's parser error, for each payload.
+    fn parse_error(json: &str) -> ParserError {
+        let err = serde_json::from_str::<serde_json::Value>(json).expect_err("unreadable");
+        ParserError::new(err)
+    }
+
+    #[test]
+    fn unreadable_payloads_get_sentences() {
+        for lone in [
+            r#"["say",{"text":"\ud83d"}]"#,
+            r#"["say","\ude00 x"]"#,
+            r#"["say","\ud83dx"]"#,
+        ] {
+            let refusal = unreadable(&parse_error(lone)).expect("a lone surrogate is refused");
+            assert_eq!(refusal.code, ErrorCode::InvalidPayload);
+            assert!(
+                refusal.message.contains("surrogate"),
+                "{lone}: {}",
+                refusal.message
+            );
+        }
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        assert!(unreadable(&parse_error(&deep)).is_some_and(|r| r.message.contains("nested")));
+        assert!(unreadable(&parse_error("[1e999]")).is_some_and(|r| r.message.contains("number")));
+        // Not a payload problem: the event had no argument.
+        let none = ParserError::new(std::io::Error::other("first element not found"));
+        assert!(unreadable(&none).is_none());
+    }
 }
