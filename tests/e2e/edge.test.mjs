@@ -414,7 +414,7 @@ describe("hostile clients at the edge", () => {
       });
       const report = JSON.parse(output.trim().split("\n").pop());
       assert.ok(report.wire_bytes > 16_384, `the escaped say is ${report.wire_bytes} bytes, over the old 16 KiB cap`);
-      assert.deepEqual(report.join, { ok: true }, JSON.stringify(report));
+      assert.equal(report.join?.ok, true, JSON.stringify(report));
       assert.equal(report.say?.ok, true, `${transport}: ${JSON.stringify(report)}`);
       assert.equal(report.echo, true, `${transport}: the room received the text`);
     }

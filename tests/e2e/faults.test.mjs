@@ -103,16 +103,43 @@ describe("faults", () => {
     await cluster.stop();
   });
 
-  test("a worker stopped with SIGTERM says goodbye: other workers see its members quit, and they come back", async () => {
+  test("a worker stopped with SIGTERM (rolling restart): its clients recover their sessions, with no quit and no join for the blip", async () => {
     const redis = await startRedis();
     const cluster = await startCluster({ workers: 2, redisUrl: redis.url });
     const ann = await member(cluster.url(0), "rolling", "ann");
     const bob = await member(cluster.url(1), "rolling", "bob");
     await untilCrosses(ann, bob, "before the restart");
+    const sid = ann.id;
+    const victim = (await cluster.status()).workers[0].pid;
+    const mark = bob.received.length;
+    process.kill(victim, "SIGTERM");
+    // The fault: the worker is gone (a new one serves the port).
+    await until("the drained worker to exit and its successor to serve", async () => {
+      const now = (await cluster.status()).workers[0];
+      return !alive(victim) && now.pid !== victim && now.state === "ready";
+    });
+    // ann's client recovers on the new worker: same socket id, still in the room.
+    await until("ann to recover", () => ann.recovered && ann.connected);
+    assert.equal(ann.id, sid, "the session's socket id came back");
+    await untilCrosses(ann, bob, "after the restart");
+    const presence = bob.received.slice(mark).filter((m) => m.event !== "broadcast_say");
+    assert.deepEqual(presence, [], "no quit and no join of ann for the blip");
+    ann.disconnect();
+    bob.disconnect();
+    await cluster.stop();
+  });
+
+  test("a worker stopped with SIGTERM, recovery off: other workers see its members quit, and they come back", async () => {
+    const redis = await startRedis();
+    const cluster = await startCluster({ workers: 2, redisUrl: redis.url, extraArgs: ["--recovery-window-secs", "0"] });
+    const ann = await member(cluster.url(0), "rolling-plain", "ann");
+    const bob = await member(cluster.url(1), "rolling-plain", "bob");
+    await untilCrosses(ann, bob, "before the restart");
     const victim = (await cluster.status()).workers[0].pid;
     process.kill(victim, "SIGTERM");
     const quit = await bob.next("ann's quit from the draining worker", (m) => m.event === "broadcast_quit" && m.data?.username === "ann");
-    assert.equal(quit.room, "rolling");
+    assert.equal(quit.room, "rolling-plain");
+    assert.equal(quit.count, 1, "bob alone is left");
     // The supervisor starts a new worker on the port; ann's client reconnects and joins again.
     await bob.next("ann's join after the restart", (m) => m.event === "join" && m.data?.username === "ann" && m.ts > quit.ts);
     await untilCrosses(ann, bob, "after the restart");

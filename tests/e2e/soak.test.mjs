@@ -24,6 +24,8 @@ describe("soak", () => {
       seconds: 12,
       churnPerSec: CHURN_PER_SEC,
       saysPerSec: 30,
+      // The worker's default --history-size: each join during the run carries a full page.
+      prefillPerRoom: 50,
     });
     const { rss_kib: rss } = result;
     const summary = JSON.stringify({ ...result, samples: undefined });

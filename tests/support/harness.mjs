@@ -507,9 +507,24 @@ export function chatClient(url, { roomid, username, ...options } = {}) {
     received.push(message);
     arrivals.emit("message", message);
   });
+  // The room's recent messages, sent once after a join (oldest first).
+  const history = [];
+  socket.on("history", (payload) => {
+    history.push(...(payload?.messages ?? []));
+    socket.histories = (socket.histories ?? 0) + 1;
+    arrivals.emit("message", null);
+  });
   socket.joins = 0;
+  socket.recoveries = 0;
   if (username) {
     socket.on("connect", () => {
+      // A recovered session is still in its room (socket.io connection state recovery): no
+      // join, as the page does.
+      if (socket.recovered) {
+        socket.recoveries += 1;
+        socket.joins += 1;
+        return;
+      }
       socket.emit("join", { username }, (ack) => {
         if (ack?.ok) socket.joins += 1;
       });
@@ -517,6 +532,7 @@ export function chatClient(url, { roomid, username, ...options } = {}) {
   }
   return Object.assign(socket, {
     received,
+    history,
     /** The first message, already received or coming, that matches. */
     next(what, predicate, timeoutMs = WAIT_MS) {
       const seen = received.find(predicate);
@@ -561,8 +577,10 @@ export async function member(url, roomid, username, options = {}) {
   await client.connected_();
   const ack = await client.ack("join", { username });
   if (!ack?.ok) throw new Error(`join refused: ${JSON.stringify(ack)}`);
-  // Re-join after automatic reconnections, as the page does.
-  client.on("connect", () => client.emit("join", { username }));
+  // Re-join after automatic reconnections that did not recover the session, as the page does.
+  client.on("connect", () => {
+    if (!client.recovered) client.emit("join", { username });
+  });
   return client;
 }
 

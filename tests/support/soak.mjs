@@ -32,7 +32,7 @@ function client(urls, n, counts) {
       query: { roomid: `soak${n % ROOMS}` },
     }),
   );
-  socket.on("connect", () => socket.emit("join", { username: `s${n}` }));
+  socket.on("connect", () => socket.emit("join", { username: `s${n}` }, (answer) => (socket.joined = answer?.ok === true)));
   socket.on("message", () => (counts.received += 1));
   socket.on("connect_error", () => (counts.connectErrors += 1));
   return socket;
@@ -42,7 +42,7 @@ function client(urls, n, counts) {
  * Runs the soak and resolves with its summary. `onSample` gets one object per second.
  * Bounded: `seconds` of churn, plus at most 10 s to connect and 5 s to settle.
  */
-export async function soak({ urls, statusUrl, clients = 200, seconds = 30, churnPerSec = 10, saysPerSec = 50, onSample = () => {} }) {
+export async function soak({ urls, statusUrl, clients = 200, seconds = 30, churnPerSec = 10, saysPerSec = 50, prefillPerRoom = 0, onSample = () => {} }) {
   const counts = { received: 0, said: 0, connectErrors: 0, churned: 0 };
   const before = await clusterStatus(statusUrl);
   const pids = before.workers.map((w) => w.pid);
@@ -55,6 +55,13 @@ export async function soak({ urls, statusUrl, clients = 200, seconds = 30, churn
   const deadline = Date.now() + 10_000;
   while (live.some((s) => !s.connected) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
   const connected = live.filter((s) => s.connected).length;
+  // Fills each room's history first, so that joins during the run already carry a full page:
+  // the memory a join's history takes is then part of the warm level, not growth.
+  while (live.some((s) => s.connected && !s.joined) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  for (let room = 0; room < Math.min(ROOMS, live.length); room++) {
+    for (let i = 0; i < prefillPerRoom; i++) live[room].emit("say", { text: `prefill ${room}.${i}` });
+  }
+  if (prefillPerRoom > 0) await new Promise((r) => setTimeout(r, 1000));
   // Warm-up: a few seconds of traffic before the reference sample.
   const samples = [];
   const started = Date.now();

@@ -190,6 +190,15 @@ struct Incoming<'a> {
     room: &'a str,
 }
 
+/// The room message of a `42["message",{...}]` packet, also when a recovery offset follows it
+/// (`42["message",{...},"<offset>"]`).
+fn room_message(text: &str) -> Option<Incoming<'_>> {
+    let body = text.strip_prefix("42[\"message\",")?.strip_suffix(']')?;
+    let mut de = serde_json::Deserializer::from_str(body);
+    // The message is the first value; an offset may follow it.
+    Incoming::deserialize(&mut de).ok()
+}
+
 #[derive(Deserialize)]
 struct IncomingData<'a> {
     #[serde(default, borrow)]
@@ -675,13 +684,7 @@ async fn on_text(
     if text == "2" {
         return client.ws.send(Message::text("3")).await.is_ok();
     }
-    let Some(body) = text
-        .strip_prefix("42[\"message\",")
-        .and_then(|b| b.strip_suffix(']'))
-    else {
-        return true;
-    };
-    let Ok(message) = serde_json::from_str::<Incoming>(body) else {
+    let Some(message) = room_message(text) else {
         return true;
     };
     if message.event != "broadcast_say" {

@@ -24,7 +24,7 @@ async fn member(port: u16, room: &str, name: &str) -> Client {
         .emit_with_ack("join", &json!({ "username": name }), ACK_WAIT)
         .await
         .expect("join ack");
-    assert_eq!(ack, json!({ "ok": true }));
+    assert_eq!(ack["ok"], json!(true), "{ack}");
     client
 }
 

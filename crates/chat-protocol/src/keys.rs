@@ -17,7 +17,7 @@
 //! | `P{room:<room>}:members` | hash | the room's members, cluster-wide: pid -> `MemberRecord` |
 //! | `P{room:<room>}:session:<pid>` | string | a recoverable session (`SessionRecord`) |
 //! | `Pnodes` | sorted set | live workers: node id -> last heartbeat (unix ms) |
-//! | `Pnode:<node>:rooms` | set | rooms a worker has (had) members in, for reaping them |
+//! | `Pnode:<node>:rooms` | set | rooms a worker has members in (noted before each join, pruned every 30 s), for reaping them |
 //! | `Pclaim:<sha1>` | string | a worker's claim on a `notification` channel message |
 //! | `Pbroadcast` | channel | announcements to every worker |
 //!

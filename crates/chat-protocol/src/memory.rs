@@ -96,6 +96,10 @@ pub struct MemberRecord {
     pub username: String,
     #[serde(rename = "userId", default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
+    /// The connection (engine.io session id) of the member's socket: a quit removes the member
+    /// only if it is still that connection (a recovered member has another one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conn: Option<String>,
 }
 
 /// Payload of the `history` event: `{room, messages: [message, ...]}`, oldest first.
@@ -171,9 +175,9 @@ pub fn split_message_id(id: &str) -> Option<(&str, u64)> {
 
 /// The answer to `members`: `{ok:true, room, count, members:[username, ...]}`.
 #[derive(Debug, Serialize)]
-pub struct MembersAck<'a> {
+pub struct MembersAck {
     pub ok: bool,
-    pub room: &'a str,
+    pub room: String,
     pub count: usize,
     pub members: Vec<String>,
 }

@@ -132,6 +132,12 @@ impl AuthError {
 pub struct HandshakeAuth {
     #[serde(default)]
     pub token: Option<String>,
+    /// socket.io connection state recovery: the private session id the client had.
+    #[serde(default)]
+    pub pid: Option<String>,
+    /// socket.io connection state recovery: the offset of the last room event it got.
+    #[serde(default)]
+    pub offset: Option<String>,
 }
 
 /// The claims read from a token. Both are required (the validation refuses a token without
@@ -349,7 +355,10 @@ mod tests {
         token: Option<String>,
         cookie: Option<&str>,
     ) -> Result<Option<String>, AuthError> {
-        let handshake = HandshakeAuth { token };
+        let handshake = HandshakeAuth {
+            token,
+            ..HandshakeAuth::default()
+        };
         auth.authenticate(Some(&handshake), cookie, &Limits::default())
             .map(|proof| proof.map(|p| p.user.as_str().to_owned()))
     }

@@ -116,6 +116,9 @@ pub struct WorkerSettings {
     pub redis: RedisSettings,
 
     #[command(flatten)]
+    pub rooms: RoomSettings,
+
+    #[command(flatten)]
     pub edge: EdgeSettings,
 }
 
@@ -145,6 +148,62 @@ pub struct RedisSettings {
     #[arg(long, env = "CHAT_REDIS_TIMEOUT_MS", default_value_t = 2_000)]
     pub redis_timeout_ms: u64,
 }
+
+/// Rooms that remember: history, connection state recovery, presence.
+#[derive(Debug, Clone, PartialEq, clap::Args, Serialize, Deserialize)]
+pub struct RoomSettings {
+    /// Messages each room keeps in Redis for newcomers (the `history` event after `join`, and
+    /// `history` requests) and for recovery; 0 turns history and recovery off.
+    #[arg(long, env = "CHAT_HISTORY_SIZE", default_value_t = 50)]
+    pub history_size: usize,
+
+    /// How long a room's history is kept after its last message, in seconds.
+    #[arg(long, env = "CHAT_HISTORY_TTL_SECS", default_value_t = 3600)]
+    pub history_ttl_secs: u64,
+
+    /// How long a disconnected client may come back and recover its session (socket.io
+    /// connection state recovery: same socket id, its room and name, every message it missed),
+    /// in seconds; 0 turns recovery off.
+    #[arg(long, env = "CHAT_RECOVERY_WINDOW_SECS", default_value_t = 120)]
+    pub recovery_window_secs: u64,
+
+    /// How long a member whose connection dropped stays in its room (no `broadcast_quit`) in
+    /// case it recovers, and how long a silent worker is given before its members are removed,
+    /// in milliseconds.
+    #[arg(long, env = "CHAT_PRESENCE_GRACE_MS", default_value_t = 5_000)]
+    pub presence_grace_ms: u64,
+
+    /// Most messages one `history` request answers.
+    #[arg(long, env = "CHAT_HISTORY_PAGE_MAX", default_value_t = 100)]
+    pub history_page_max: usize,
+}
+
+impl RoomSettings {
+    pub fn history_ttl(&self) -> Duration {
+        Duration::from_secs(self.history_ttl_secs)
+    }
+
+    pub fn presence_grace(&self) -> Duration {
+        Duration::from_millis(self.presence_grace_ms)
+    }
+
+    /// Whether sessions can be recovered: a window and a history to replay from.
+    pub fn recovery(&self) -> bool {
+        self.recovery_window_secs > 0 && self.history_size > 0
+    }
+
+    /// How long a session record lives without being renewed: the recovery window after the
+    /// socket's end, plus the renewal period while it lives (zero: recovery is off).
+    pub fn session_ttl(&self) -> Duration {
+        if !self.recovery() {
+            return Duration::ZERO;
+        }
+        Duration::from_secs(self.recovery_window_secs) + SESSION_RENEWAL * 2
+    }
+}
+
+/// How often a worker renews the session records of its connected sockets.
+pub const SESSION_RENEWAL: Duration = Duration::from_secs(30);
 
 /// What an acknowledged write survives (see [`RedisSettings::durability`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
@@ -472,6 +531,9 @@ impl WorkerSettings {
                 self.redis.replica_ack_timeout_ms as usize,
             ),
             ("redis-timeout-ms", self.redis.redis_timeout_ms as usize),
+            ("history-ttl-secs", self.rooms.history_ttl_secs as usize),
+            ("presence-grace-ms", self.rooms.presence_grace_ms as usize),
+            ("history-page-max", self.rooms.history_page_max),
             ("max-api-body-bytes", self.push.max_api_body_bytes),
             (
                 "idempotency-window-secs",

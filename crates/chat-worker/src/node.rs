@@ -1,6 +1,7 @@
-//! The node: the socket.io handlers. Room events (`join`, `say`) glue the hub (local
-//! membership), the local fan-out and the bus (other workers); people events (`login`, `chat`,
-//! `hb`, `geo`) go to [`crate::people`]. Every event spends from the socket's rate budget.
+//! The node: the socket.io handlers. Room events (`join`, `say`, `members`, `history`) go to
+//! [`crate::rooms`] (local membership, fan-out with offsets, history, presence, recovery);
+//! people events (`login`, `chat`, `hb`, `geo`) go to [`crate::people`]. Every event spends
+//! from the socket's rate budget.
 //!
 //! Architecture invariant (per-sender order): a worker runs on a current-thread runtime, where
 //! socketioxide's per-event tasks start in arrival order, and no handler awaits anything that can
@@ -17,16 +18,17 @@ use std::{
 
 use chat_protocol::{
     ErrorCode, Limits, ProtocolError, RoomId, UserId, Username,
-    bus::{FrameKind, Topic, encode_frame},
+    bus::Topic,
     client::{JoinPayload, SayPayload, invalid_payload},
+    memory::{HISTORY_EVENT, HistoryAck, HistoryRequest, MEMBERS_EVENT, MembersAck, Offset},
     people::{CHAT_EVENT, GEO_EVENT, HEARTBEAT_EVENT, HeartbeatAck, LOGIN_EVENT, LoginPayload},
     push::{MARK_READ_EVENT, UNREAD_COUNT_EVENT},
     report::WorkerReport,
-    server::{Ack, RoomEventData, RoomEventKind, RoomMessage},
+    server::Ack,
 };
 use serde::Serialize;
 use socketioxide::{
-    ParserError, SocketIo,
+    ConnectAnswer, ParserError, SocketIo,
     extract::{AckSender, Event, SocketRef, TryData},
     handler::ConnectHandler,
     socket::DisconnectReason,
@@ -39,10 +41,12 @@ use crate::{
         clients::SocketSlots,
         counters::{self, Refusal},
     },
-    fanout::LocalFanout,
-    hub::{Hub, Occupancy},
     people::{Identity, LoginSlot, People},
     rate::{RateLimit, TokenBucket},
+    rooms::{
+        Person, Rooms,
+        hub::{Hub, Occupancy},
+    },
     unix_millis,
 };
 
@@ -51,8 +55,16 @@ use crate::{
 struct Membership {
     /// The room of the handshake's `?roomid=`, if any. Fixed for the socket's life.
     room: Option<RoomId>,
-    /// Set by the first successful `join`.
+    /// Set by the first successful `join` (or a recovery), once the socket is in the room.
     username: OnceLock<Username>,
+    /// A `join` is in flight (a second one is refused).
+    joining: std::sync::atomic::AtomicBool,
+    /// The private session id socket.io's connection state recovery knows the socket by.
+    pid: Box<str>,
+    /// The socket id the client knows (its old one, for a recovered session).
+    sid: Box<str>,
+    /// Whether the client takes offsets as the last argument of room events.
+    offsets: bool,
     /// The socket's event budget. Uncontended: a worker runs on one thread.
     bucket: Mutex<TokenBucket>,
     /// Who the socket is, once it logged in.
@@ -86,12 +98,11 @@ enum HandshakeRefusal {
 pub struct Node {
     hub: Arc<Hub>,
     bus: Arc<dyn Bus>,
-    fanout: LocalFanout,
+    rooms: Arc<Rooms>,
     people: Arc<People>,
     authenticator: Authenticator,
     limits: Limits,
     rate: RateLimit,
-    next_message: AtomicU64,
     connects: AtomicU64,
     disconnects: AtomicU64,
 }
@@ -100,7 +111,7 @@ impl Node {
     pub fn new(
         hub: Arc<Hub>,
         bus: Arc<dyn Bus>,
-        fanout: LocalFanout,
+        rooms: Arc<Rooms>,
         people: Arc<People>,
         authenticator: Authenticator,
         limits: Limits,
@@ -109,12 +120,11 @@ impl Node {
         Self {
             hub,
             bus,
-            fanout,
+            rooms,
             people,
             authenticator,
             limits,
             rate,
-            next_message: AtomicU64::new(0),
             connects: AtomicU64::new(0),
             disconnects: AtomicU64::new(0),
         }
@@ -177,12 +187,61 @@ impl Node {
             .map(|raw| RoomId::parse(&raw, &self.limits))
             .transpose()?;
         if let Some(room) = &room {
+            // A worker that just started: its first room sockets wait for Redis (bounded), so
+            // their joins and recoveries reach the cluster.
+            self.bus.started().await;
             bus::subscribe_before_first_socket(&self.hub, &*self.bus, &Topic::Room(room.clone()))
                 .await;
         }
+        let offsets = !parts.uri.query().is_some_and(|query| {
+            query_param(query, crate::edge::handshake::NO_OFFSETS.0).as_deref()
+                == Some(crate::edge::handshake::NO_OFFSETS.1)
+        });
+        let user_id = proof.as_ref().map(|proof| proof.user.as_str().to_owned());
+        // socket.io connection state recovery: a client back with its pid and offset gets its
+        // session (socket id, name, room) back and, once connected, what it missed.
+        let recovered = match (&room, &auth) {
+            (
+                Some(room),
+                Some(HandshakeAuth {
+                    pid: Some(pid),
+                    offset: Some(offset),
+                    ..
+                }),
+            ) if valid_pid(pid) => match offset.parse::<Offset>() {
+                Ok(offset) => {
+                    self.rooms
+                        .resume(socket, room, pid, offset, user_id.as_deref(), offsets)
+                        .await
+                }
+                Err(()) => None,
+            },
+            _ => None,
+        };
+        let (pid, sid, username) = match (recovered, &auth) {
+            (Some(recovered), Some(HandshakeAuth { pid: Some(pid), .. })) => {
+                let username = Username::parse(&recovered.username, &self.limits).ok();
+                (pid.clone(), recovered.sid, username)
+            }
+            _ => (new_pid(), socket.id.to_string(), None),
+        };
+        if self.rooms.recovery() {
+            socket.extensions.insert(ConnectAnswer {
+                sid: sid.clone(),
+                pid: pid.clone(),
+            });
+        }
+        let username_slot = OnceLock::new();
+        if let Some(username) = username {
+            let _ = username_slot.set(username);
+        }
         socket.extensions.insert(Arc::new(Membership {
             room,
-            username: OnceLock::new(),
+            username: username_slot,
+            joining: std::sync::atomic::AtomicBool::new(false),
+            pid: pid.into(),
+            sid: sid.into(),
+            offsets,
             bucket: Mutex::new(TokenBucket::new(self.rate, Instant::now())),
             login: LoginSlot::default(),
             expires_at: proof.as_ref().map(|proof| proof.expires_at),
@@ -204,10 +263,14 @@ impl Node {
         }
         self.connects.fetch_add(1, Ordering::Relaxed);
         if let Some(room) = &membership.room {
-            socket.join(room.as_str().to_owned());
+            // Subscribed while the socket is connected; in the room once it joined.
             let topic = Topic::Room(room.clone());
             if self.hub.enter(&topic) == Occupancy::Changed {
                 self.bus.occupancy_changed(&topic);
+            }
+            if membership.username.get().is_some() {
+                // A recovered session: its replay waited for the CONNECT answer, sent now.
+                self.rooms.connected(&socket, room);
             }
         }
         tracing::debug!(sid = %socket.id, room = ?membership.room, "connected");
@@ -231,7 +294,7 @@ impl Node {
                     // Binary attachments, or a packet the parser refuses: counted, not logged.
                     counters::count(Refusal::BadPacket);
                 }
-                self.on_disconnect(socket).await
+                self.on_disconnect(socket, reason).await
             },
         );
     }
@@ -303,7 +366,15 @@ impl Node {
         match event {
             "join" => {
                 let answer = self.join(&socket, payload(data)).await;
-                send_ack(ack, answer.as_ref().map(|()| None));
+                send_answer(ack, answer);
+            }
+            MEMBERS_EVENT => {
+                let answer = self.members(&socket).await;
+                send_answer(ack, answer);
+            }
+            HISTORY_EVENT => {
+                let answer = self.history(&socket, data).await;
+                send_answer(ack, answer);
             }
             "say" => {
                 let answer = self.say(&socket, payload(data)).await;
@@ -394,30 +465,32 @@ impl Node {
         membership.login.identity()
     }
 
+    /// `join {username}`: the socket enters its room (cluster-wide members, the room's history
+    /// sent to it first) and everyone in the room hears it. Answers `{ok, count}`.
     async fn join(
         &self,
         socket: &SocketRef,
         payload: Option<JoinPayload>,
-    ) -> Result<(), ProtocolError> {
+    ) -> Result<JoinAck, ProtocolError> {
         let membership = membership(socket)?;
         self.spend(&membership)?;
         let room = membership.room.as_ref().ok_or_else(no_room)?;
         let username = payload
             .ok_or_else(|| invalid_payload(JoinPayload::EXPECTED))?
             .validate(&self.limits)?;
-        let username = match membership.username.set(username) {
-            Ok(()) => membership.username.get().ok_or_else(already_joined)?,
-            Err(_) => return Err(already_joined()),
+        if membership.username.get().is_some() || membership.joining.swap(true, Ordering::Relaxed) {
+            return Err(already_joined());
+        }
+        let person = Person {
+            username: username.clone(),
+            user_id: membership.user_id().map(str::to_owned),
+            pid: membership.pid.to_string(),
+            sid: membership.sid.to_string(),
+            offsets: membership.offsets,
         };
-        self.broadcast(
-            room,
-            RoomEventKind::Join,
-            username,
-            membership.user_id(),
-            None,
-        )
-        .await;
-        Ok(())
+        let count = self.rooms.join(socket, room, &person).await;
+        let _ = membership.username.set(username);
+        Ok(JoinAck { ok: true, count })
     }
 
     async fn say(
@@ -435,14 +508,64 @@ impl Node {
             .ok_or_else(|| invalid_payload(SayPayload::EXPECTED))?
             .validate(&self.limits)?;
         Ok(self
-            .broadcast(
-                room,
-                RoomEventKind::Say,
-                username,
-                membership.user_id(),
-                Some(text.as_str()),
-            )
-            .await)
+            .rooms
+            .say(room, username, membership.user_id(), text.as_str()))
+    }
+
+    /// `members`: the names of the room's members, cluster-wide, and how many.
+    async fn members(&self, socket: &SocketRef) -> Result<MembersAck, ProtocolError> {
+        let membership = membership(socket)?;
+        self.spend(&membership)?;
+        let room = membership.room.clone().ok_or_else(no_room)?;
+        if membership.username.get().is_none() {
+            return Err(not_joined());
+        }
+        let members = self
+            .rooms
+            .members(&room)
+            .await
+            .map_err(|err| crate::rooms::unavailable(&err))?;
+        Ok(MembersAck {
+            ok: true,
+            room: room.as_str().to_owned(),
+            count: members.len(),
+            members,
+        })
+    }
+
+    /// `history {before?, limit?}`: a page of the room's history, oldest first.
+    async fn history(
+        &self,
+        socket: &SocketRef,
+        data: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value, ProtocolError> {
+        let membership = membership(socket)?;
+        self.spend(&membership)?;
+        let room = membership.room.as_ref().ok_or_else(no_room)?;
+        if membership.username.get().is_none() {
+            return Err(not_joined());
+        }
+        let request: HistoryRequest = match data {
+            None | Some(serde_json::Value::Null) => HistoryRequest::default(),
+            Some(data) => serde_json::from_value(data)
+                .map_err(|_| invalid_payload(HistoryRequest::EXPECTED))?,
+        };
+        let query = request.validate(self.rooms.settings().history_page_max)?;
+        let page = self
+            .rooms
+            .history_page(room, &query)
+            .await
+            .map_err(|err| crate::rooms::unavailable(&err))?;
+        let messages: Vec<Box<serde_json::value::RawValue>> = page
+            .into_iter()
+            .filter_map(|entry| serde_json::value::RawValue::from_string(entry.json).ok())
+            .collect();
+        serde_json::to_value(HistoryAck {
+            ok: true,
+            room: room.as_str(),
+            messages: messages.iter().map(AsRef::as_ref).collect(),
+        })
+        .map_err(|_| invalid_payload(HistoryRequest::EXPECTED))
     }
 
     /// Takes one event from the socket's budget, or refuses the event.
@@ -468,7 +591,7 @@ impl Node {
         ))
     }
 
-    async fn on_disconnect(&self, socket: SocketRef) {
+    async fn on_disconnect(&self, socket: SocketRef, reason: DisconnectReason) {
         self.disconnects.fetch_add(1, Ordering::Relaxed);
         // A socket refused at the handshake never had a membership, nor a room to leave.
         let Ok(membership) = membership(&socket) else {
@@ -482,101 +605,31 @@ impl Node {
         let topic = Topic::Room(room.clone());
         if self.hub.leave(&topic) == Occupancy::Changed {
             self.bus.occupancy_changed(&topic);
+            self.rooms.forget(room.as_str());
         }
-        // Out of the room first, so its own farewell is not sent to the closed socket.
-        socket.leave(room.as_str().to_owned());
-        if let Some(username) = membership.username.get() {
-            self.broadcast(
-                room,
-                RoomEventKind::Quit,
-                username,
-                membership.user_id(),
-                None,
-            )
-            .await;
+        if membership.username.get().is_some() {
+            // As in socket.io, a socket that said goodbye (`socket.disconnect()`) or that the
+            // server cut off does not come back: only a lost connection may recover.
+            let may_recover = membership.offsets && recoverable(reason);
+            self.rooms
+                .leave(room, &membership.pid, &socket.id.to_string(), may_recover);
         }
     }
 
-    /// Sends one room event to every member in the cluster: encoded once, fanned out to local
-    /// members at once, and queued once for the bus. Returns the message id.
-    async fn broadcast(
-        &self,
-        room: &RoomId,
-        event: RoomEventKind,
-        username: &Username,
-        user_id: Option<&str>,
-        text: Option<&str>,
-    ) -> String {
-        let (id, encoded) = self.room_message(room, event, username, user_id, text);
-        if let Some(encoded) = encoded {
-            self.fanout.emit(room.as_str(), &encoded).await;
-            self.bus.publish(
-                room,
-                encode_frame(self.fanout.origin(), None, FrameKind::Say, encoded.get()),
-            );
-        }
-        id
-    }
-
-    /// A room message with a fresh id, encoded once (`None` only if encoding failed, which
-    /// strings and integers never do; the arm exists to avoid a panic path).
-    fn room_message(
-        &self,
-        room: &RoomId,
-        event: RoomEventKind,
-        username: &Username,
-        user_id: Option<&str>,
-        text: Option<&str>,
-    ) -> (String, Option<Box<serde_json::value::RawValue>>) {
-        let id = format!(
-            "{}-{}",
-            self.fanout.origin(),
-            self.next_message.fetch_add(1, Ordering::Relaxed)
-        );
-        let message = RoomMessage {
-            event,
-            data: RoomEventData {
-                username: username.as_str(),
-                text,
-                user_id,
-            },
-            id: &id,
-            ts: unix_millis(),
-            room: room.as_str(),
-        };
-        let encoded = serde_json::value::to_raw_value(&message)
-            .inspect_err(|err| tracing::error!(cause = %err, "room message did not encode"))
-            .ok();
-        (id, encoded)
-    }
-
-    /// The worker is draining: tells the members of its rooms on other workers that its own
-    /// members are leaving (closing the sockets runs no disconnect handler). Bus only: the local
-    /// members are all leaving too. Their clients reconnect elsewhere and join again.
+    /// The worker is draining: with recovery its room members stay (they recover on other
+    /// workers; the others are reaped once this worker is silent); without, each one quits.
     pub fn farewell(&self, io: &SocketIo) -> usize {
-        let mut quits = 0;
-        for socket in io.sockets() {
-            let Ok(membership) = membership(&socket) else {
-                continue;
-            };
-            let (Some(room), Some(username)) = (&membership.room, membership.username.get()) else {
-                continue;
-            };
-            if let (_, Some(encoded)) = self.room_message(
-                room,
-                RoomEventKind::Quit,
-                username,
-                membership.user_id(),
-                None,
-            ) {
-                self.bus.publish(
-                    room,
-                    encode_frame(self.fanout.origin(), None, FrameKind::Say, encoded.get()),
-                );
-                quits += 1;
-            }
-        }
-        quits
+        let members = io.sockets().into_iter().filter_map(|socket| {
+            let membership = membership(&socket).ok()?;
+            membership.username.get()?;
+            Some((
+                membership.room.clone()?,
+                membership.pid.to_string(),
+                socket.id.to_string(),
+                membership.offsets,
+            ))
+        });
+        self.rooms.farewell(members.collect::<Vec<_>>())
     }
 
     /// Waits until every bus frame queued so far has been handed to the bus.
@@ -610,6 +663,47 @@ fn membership(socket: &SocketRef) -> Result<Arc<Membership>, ProtocolError> {
             "internal error: socket not admitted",
         )
     })
+}
+
+/// The answer to `join`: `{ok:true, count}` (`count`: the room's members, cluster-wide; absent
+/// when Redis could not be reached and the socket joined this worker's members only).
+#[derive(Debug, Serialize)]
+struct JoinAck {
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    count: Option<u64>,
+}
+
+/// A new private session id: 128 random bits, hex (secret: it gives the session back).
+fn new_pid() -> String {
+    let mut bytes = [0u8; 16];
+    if getrandom::fill(&mut bytes).is_err() {
+        // No randomness source: a pid that cannot be guessed cannot be made either; this one
+        // never matches a session (recovery needs a known pid).
+        return String::new();
+    }
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// Whether a pid a client sent can be one of ours (it names a Redis key).
+/// Whether a socket that ended for `reason` may still recover its session: socket.io's
+/// recoverable reasons (a lost or closed transport, a missed heartbeat, the server closing).
+fn recoverable(reason: DisconnectReason) -> bool {
+    use DisconnectReason::*;
+    match reason {
+        TransportClose | TransportError | HeartbeatTimeout | ClosingServer => true,
+        ClientNSDisconnect | ServerNSDisconnect | PacketParsingError | MultipleHttpPollingError => {
+            false
+        }
+    }
+}
+
+fn valid_pid(pid: &str) -> bool {
+    pid.len() == 32 && pid.bytes().all(|byte| byte.is_ascii_hexdigit())
+}
+
+fn not_joined() -> ProtocolError {
+    ProtocolError::new(ErrorCode::NotJoined, "send join {username} first")
 }
 
 fn no_room() -> ProtocolError {

@@ -18,9 +18,7 @@ use crate::{
         handshake::{self, Handshakes},
         serve::ServeOptions,
     },
-    fanout::LocalFanout,
     http,
-    hub::Hub,
     node::Node,
     origin::{self, Origins},
     people::{People, inbox::Inbox, sessions::Sessions},
@@ -30,7 +28,8 @@ use crate::{
         unread::Unread,
     },
     report::Reporter,
-    store::{self, Store},
+    rooms::{Rooms, hub::Hub, presence},
+    store::{self, Store, rooms::RoomStore},
 };
 
 /// Longest a draining worker waits for its farewell frames to reach Redis.
@@ -192,7 +191,7 @@ fn assemble(
     let api_key = auth::api_key(&settings.auth)?;
     let prefix = &settings.channel_prefix;
     let hub = Arc::new(Hub::default());
-    let fanout = LocalFanout::new(io, origin);
+    let rooms = Rooms::new(io, origin, settings.rooms.clone(), Arc::clone(&hub));
     let sessions = Arc::new(Sessions::new(
         settings.people.device_policy,
         settings.people.session_queue,
@@ -212,7 +211,7 @@ fn assemble(
     let notifications = (!settings.push.notification_channel.is_empty())
         .then(|| listen(&settings.push.notification_channel));
     let inbound = Inbound {
-        rooms: fanout.clone(),
+        rooms: Arc::clone(&rooms),
         users: Arc::clone(&sessions),
         backend,
     };
@@ -223,10 +222,20 @@ fn assemble(
     let (bus, store): (Arc<dyn Bus>, Option<Store>) = match bus_kind {
         BusKind::Redis => {
             let config = store::redis_config(&settings.redis_url, &settings.redis)?;
-            let bus = RedisBus::start(settings, &config, Arc::clone(&hub), inbound)?;
+            let bus = RedisBus::start(settings, &config, origin, Arc::clone(&hub), inbound)?;
             const STORE_CHANNEL_CAPACITY: usize = 64;
             let client = store::build_client(&config, &settings.redis, STORE_CHANNEL_CAPACITY)?;
             fred::prelude::ClientLike::connect(&client);
+            if settings.rooms.history_size > 0 || settings.rooms.recovery() {
+                // Presence runs on the store connection: heartbeats, and reaping dead workers.
+                let room_store = RoomStore::new(client.clone(), prefix, origin, &settings.rooms);
+                presence::spawn(
+                    client.clone(),
+                    prefix.clone(),
+                    Arc::clone(&rooms),
+                    room_store,
+                );
+            }
             let store = Store::new(
                 client,
                 prefix,
@@ -237,6 +246,7 @@ fn assemble(
         }
         BusKind::Memory(broker) => (broker.bus(Arc::clone(&hub), inbound), None),
     };
+    rooms.set_bus(Arc::clone(&bus));
     let unread = store
         .as_ref()
         .map(|store| Unread::new(store.clone(), &settings.push));
@@ -258,10 +268,10 @@ fn assemble(
     ));
 
     serve_channel(announcements, {
-        let fanout = fanout.clone();
+        let rooms = Arc::clone(&rooms);
         move |frame| {
-            let fanout = fanout.clone();
-            async move { fanout.announce(&frame).await }
+            let rooms = Arc::clone(&rooms);
+            async move { rooms.announce(&frame).await }
         }
     });
     if let Some(queue) = moderated {
@@ -281,7 +291,7 @@ fn assemble(
     let node = Arc::new(Node::new(
         hub,
         bus,
-        fanout,
+        rooms,
         people,
         authenticator,
         settings.limits(),

@@ -16,7 +16,10 @@ struct TestWorker {
     _stop: oneshot::Sender<()>,
 }
 
-async fn start_worker(broker: &MemoryBroker, settings: WorkerSettings) -> TestWorker {
+async fn start_worker(broker: &MemoryBroker, mut settings: WorkerSettings) -> TestWorker {
+    // The in-memory bus does not recover sessions: without recovery a socket's quit is not
+    // delayed by the presence grace.
+    settings.rooms.recovery_window_secs = 0;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind port 0");
@@ -42,7 +45,11 @@ async fn member(worker: &TestWorker, room: &str, name: &str) -> Client {
         .emit_with_ack("join", &json!({ "username": name }), WAIT)
         .await
         .expect("join ack");
-    assert_eq!(ack, json!({ "ok": true }));
+    assert_eq!(ack["ok"], json!(true), "{ack}");
+    assert!(
+        ack["count"].as_u64().is_some_and(|count| count >= 1),
+        "{ack}"
+    );
     client
 }
 
@@ -333,9 +340,10 @@ async fn bad_input_gets_clear_errors_and_the_worker_keeps_serving() {
     ] {
         let mut ws = raw_socket(&worker, "errors", None).await;
         raw_send(&mut ws, "420[\"join\",{\"username\":\"garbage\"}]").await;
-        assert_eq!(
-            raw_answer(&mut ws, "430").await.as_deref(),
-            Some("430[{\"ok\":true}]")
+        assert!(
+            raw_answer(&mut ws, "430")
+                .await
+                .is_some_and(|answer| answer.starts_with("430[{\"ok\":true"))
         );
         raw_send(&mut ws, garbage).await;
         raw_send(&mut ws, "421[\"hb\"]").await;
@@ -607,9 +615,10 @@ async fn hostile_transport_input_never_takes_the_worker_down() {
     let mut listener = member(&worker, "hostile", "listener").await;
     let mut joiner = raw_socket(&worker, "hostile", None).await;
     raw_send(&mut joiner, "420[\"join\",{\"username\":\"joiner\"}]").await;
-    assert_eq!(
-        raw_answer(&mut joiner, "430").await.as_deref(),
-        Some("430[{\"ok\":true}]")
+    assert!(
+        raw_answer(&mut joiner, "430")
+            .await
+            .is_some_and(|answer| answer.starts_with("430[{\"ok\":true"))
     );
     // In batches of 50 (a client that pipelines more than its send queue without reading
     // loses answers, by design).

@@ -43,6 +43,22 @@ const KEPT_HEADERS: [HeaderName; 5] = [
 /// The query parameters of a `/socket.io` request the engine or the product reads.
 const KEPT_PARAMS: [&str; 4] = ["EIO", "transport", "sid", "roomid"];
 
+/// The query parameter the trimmed handshake carries for a client that takes no offsets.
+pub const NO_OFFSETS: (&str, &str) = ("offsets", "0");
+
+/// Whether a handshake parameter says the client takes no offset as the last argument of room
+/// events (socket.io connection state recovery): `offsets=0`, or the timestamp python-engineio
+/// adds to every handshake (`t=<seconds with a fraction>`; engine.io's own clients send a
+/// letters-and-digits `t`, or none). python-socketio does not recover sessions, and calls an
+/// event handler with every argument: a handler written for one would fail on two.
+fn takes_no_offsets(key: &str, value: &str) -> bool {
+    match key {
+        "offsets" => value == "0",
+        "t" => value.contains('.') && value.parse::<f64>().is_ok(),
+        _ => false,
+    }
+}
+
 /// What the handshake guard needs.
 #[derive(Debug)]
 pub struct Handshakes {
@@ -173,13 +189,18 @@ fn trim(parts: &mut Parts, cookie: Option<&str>) {
 
     let mut query = form_urlencoded::Serializer::new(String::new());
     let mut room_seen = false;
+    let mut plain = false;
     for (key, value) in form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()) {
+        plain |= takes_no_offsets(&key, &value);
         if !KEPT_PARAMS.contains(&key.as_ref())
             || (key == "roomid" && std::mem::replace(&mut room_seen, true))
         {
             continue;
         }
         query.append_pair(&key, &value);
+    }
+    if plain {
+        query.append_pair(NO_OFFSETS.0, NO_OFFSETS.1);
     }
     let rebuilt = format!("{}?{}", parts.uri.path(), query.finish());
     if let Ok(uri) = Uri::try_from(rebuilt) {
@@ -190,6 +211,25 @@ fn trim(parts: &mut Parts, cookie: Option<&str>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clients_that_take_no_offsets_are_marked() {
+        for (query, plain) in [
+            ("EIO=4&transport=polling&t=1796056884.3186", true),
+            ("EIO=4&transport=polling&t=PvKq8Xa", false),
+            ("EIO=4&transport=websocket", false),
+            ("EIO=4&transport=websocket&offsets=0", true),
+        ] {
+            let (mut parts, ()) = Request::builder()
+                .uri(format!("/socket.io/?{query}"))
+                .body(())
+                .expect("valid request")
+                .into_parts();
+            trim(&mut parts, None);
+            let kept = parts.uri.query().unwrap_or("");
+            assert_eq!(kept.contains("offsets=0"), plain, "{query} -> {kept}");
+        }
+    }
 
     #[test]
     fn requests_keep_only_what_is_read() {
