@@ -73,6 +73,11 @@ enum Scenario {
         /// 2026-11-22; by default each sender has its own phase.
         #[arg(long)]
         aligned: bool,
+        /// Every member of a room connects to the same target, so no delivery crosses to
+        /// another worker (the placement before 2026-11-30); by default a room's members
+        /// alternate over the targets.
+        #[arg(long)]
+        local_rooms: bool,
         /// Ramp: comma-separated `say`/s per sender, one step of --duration-secs each on the
         /// same connections, stopping at the first step that does not hold.
         #[arg(long, value_delimiter = ',')]
@@ -167,6 +172,7 @@ fn main() -> anyhow::Result<()> {
                 server_pids,
                 raw,
                 aligned,
+                local_rooms,
                 ramp,
                 p99_limit_ms,
             } => {
@@ -189,6 +195,7 @@ fn main() -> anyhow::Result<()> {
                     server_pids,
                     raw,
                     aligned,
+                    local_rooms,
                 };
                 anyhow::ensure!(
                     ramp.len() <= MAX_RAMP_STEPS,
