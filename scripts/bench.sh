@@ -293,6 +293,7 @@ metrics = [
     ("fanout", "reordered", "reordered (not lost)", None),
     ("fanout", "joins_lost", "join burst: lost", None),
     ("fanout", "joins_expected", "  of expected", None),
+    ("fanout", "joins_arrived_late", "  lost ones that came late", None),
     ("fanout", "latency_ms_p50", "p50 ms", None),
     ("fanout", "latency_ms_p99", "p99 ms", None),
     ("fanout", "server_cpu_us_per_delivery", "server CPU us/delivery", None),
@@ -303,6 +304,7 @@ metrics = [
     ("ramp", "best_offered_per_sec", "ramp: best held /s", None),
     ("ramp", "best_latency_ms_p99", "ramp: its p99 ms", None),
     ("ramp", "joins_lost", "ramp's join burst: lost", None),
+    ("ramp", "joins_arrived_late", "  lost ones that came late", None),
     ("drops:ramp", "fred_lagged_total", "fred lagged (whole run)", None),
 ]
 fmt = lambda v: "-" if v is None else f"{v:.1f}" if isinstance(v, float) else str(v)

@@ -125,6 +125,9 @@ pub struct JoinBurst {
     pub joins_foreign: u64,
     /// From the start of the burst until the last expected join arrived or the drain ran out.
     pub join_burst_seconds: f64,
+    /// Of `joins_lost`, how many arrived after all, later than the burst's wait, while the
+    /// steps ran: late, rather than dropped (filled in as the steps run).
+    pub joins_arrived_late: u64,
 }
 
 /// CPU time of the server processes from the start of sending to the end of the drain, and per
@@ -192,6 +195,8 @@ pub struct StepReport {
     pub generator_busy: f64,
     #[serde(flatten)]
     pub server_cpu: ServerCpu,
+    /// Joins of the burst that arrived during this step (late; counted lost in the burst).
+    pub joins_arrived_late: u64,
     pub held: bool,
     /// "held", or why not.
     pub verdict: String,
@@ -228,6 +233,7 @@ struct Tally {
     duplicated: u64,
     foreign: u64,
     reordered: u64,
+    late_joins: u64,
 }
 
 /// One sender's messages as one client saw them: the next sequence number in order, and the
@@ -317,6 +323,8 @@ struct Client {
     index: usize,
     room: usize,
     ws: conn::Ws,
+    /// The clients whose join this one has received (by index).
+    joiners: HashSet<usize>,
 }
 
 /// The clients that connected, and how connecting went.
@@ -351,8 +359,9 @@ pub async fn run(config: FanoutConfig) -> anyhow::Result<FanoutReport> {
     let cpu_start = crate::cpu_seconds();
     let epoch = Instant::now();
     let connected = connect_all(&config).await;
-    let (clients, joins) = join_burst(connected.clients, &config).await;
+    let (clients, mut joins) = join_burst(connected.clients, &config).await;
     let (clients, step) = run_step(clients, &config, 0, config.rate, epoch).await;
+    joins.joins_arrived_late = step.joins_arrived_late;
     close_all(clients).await;
     Ok(FanoutReport {
         scenario: "fanout",
@@ -382,7 +391,7 @@ pub async fn ramp(config: RampConfig) -> anyhow::Result<RampReport> {
     let cpu_start = crate::cpu_seconds();
     let epoch = Instant::now();
     let connected = connect_all(&config.fanout).await;
-    let (mut clients, joins) = join_burst(connected.clients, &config.fanout).await;
+    let (mut clients, mut joins) = join_burst(connected.clients, &config.fanout).await;
     let mut steps: Vec<StepReport> = Vec::with_capacity(config.rates.len());
     let mut stopped_because = "all steps held".to_owned();
     for (number, &rate) in config.rates.iter().enumerate() {
@@ -399,6 +408,7 @@ pub async fn ramp(config: RampConfig) -> anyhow::Result<RampReport> {
         }
     }
     close_all(clients).await;
+    joins.joins_arrived_late = steps.iter().map(|s| s.joins_arrived_late).sum();
     let best = steps.iter().rev().find(|s| s.held);
     Ok(RampReport {
         scenario: "ramp",
@@ -485,7 +495,12 @@ async fn connect_all(config: &FanoutConfig) -> Connected {
         let raw = config.raw;
         pending.push_back(async move {
             let ws = connect_one(target, source, &query, raw).await;
-            ws.map(|ws| Client { index, room, ws })
+            ws.map(|ws| Client {
+                index,
+                room,
+                ws,
+                joiners: HashSet::new(),
+            })
         });
         if pending.len() >= CONNECT_CONCURRENCY
             && let Some(result) = pending.next().await
@@ -604,6 +619,7 @@ async fn run_step(
         tally.duplicated += client_tally.duplicated;
         tally.foreign += client_tally.foreign;
         tally.reordered += client_tally.reordered;
+        tally.late_joins += client_tally.late_joins;
     }
     let server_cpu = crate::processes_cpu(&config.server_pids).since(server_cpu_start);
     let histogram = shared
@@ -640,6 +656,7 @@ async fn run_step(
             .as_secs_f64(),
         bench_cpu_seconds,
         generator_busy: bench_cpu_seconds / wall_start.elapsed().as_secs_f64().max(1e-9),
+        joins_arrived_late: tally.late_joins,
         server_cpu: ServerCpu::new(server_cpu, tally.delivered),
         held: false,
         verdict: String::new(),
@@ -865,7 +882,6 @@ async fn client_join(
         deadline + Duration::from_secs(5),
     ));
     tokio::pin!(hard_stop);
-    let mut joiners: HashSet<usize> = HashSet::new();
     let mut alive = true;
     while alive {
         tokio::select! {
@@ -879,16 +895,12 @@ async fn client_join(
                     let Some(message) = room_message(text).filter(|m| m.event == "join") else {
                         continue;
                     };
-                    let Some(joiner) = message
-                        .data
-                        .username
-                        .and_then(|u| u.strip_prefix('c')?.parse::<usize>().ok())
-                    else {
+                    let Some(joiner) = joiner_of(&message) else {
                         continue;
                     };
                     if message.room != *room {
                         tally.foreign += 1;
-                    } else if !joiners.insert(joiner) {
+                    } else if !client.joiners.insert(joiner) {
                         tally.duplicated += 1;
                     } else {
                         tally.delivered += 1;
@@ -903,6 +915,11 @@ async fn client_join(
         }
     }
     (alive.then_some(client), tally)
+}
+
+/// The client index a `join` message names (`username` `c<index>`).
+fn joiner_of(message: &Incoming<'_>) -> Option<usize> {
+    message.data.username?.strip_prefix('c')?.parse().ok()
 }
 
 /// Handles one text frame: answers pings, accounts probes of this step. Returns whether the
@@ -920,6 +937,16 @@ async fn on_text(
     let Some(message) = room_message(text) else {
         return true;
     };
+    if message.event == "join" {
+        // A join of the burst arriving after the burst's wait: counted lost there, and late here.
+        if message.room == shared.room_names[client.room]
+            && let Some(joiner) = joiner_of(&message)
+            && client.joiners.insert(joiner)
+        {
+            tally.late_joins += 1;
+        }
+        return true;
+    }
     if message.event != "broadcast_say" {
         return true;
     }
@@ -994,6 +1021,7 @@ mod tests {
             bench_cpu_seconds: 0.0,
             generator_busy: 0.0,
             server_cpu: ServerCpu::new(crate::CpuTimes::default(), 0),
+            joins_arrived_late: 0,
             held: false,
             verdict: String::new(),
         }

@@ -167,6 +167,7 @@ fn assert_joins_accounted(report: &fanout::FanoutReport) {
         "{joins:?}"
     );
     assert!(joins.joins_delivered > 0, "{joins:?}");
+    assert!(joins.joins_arrived_late <= joins.joins_lost, "{joins:?}");
     assert_eq!(
         (joins.joins_duplicated, joins.joins_foreign),
         (0, 0),
