@@ -73,6 +73,15 @@ enum Scenario {
         /// 2026-11-22; by default each sender has its own phase.
         #[arg(long)]
         aligned: bool,
+        /// Every member of a room connects to the same target, so no delivery crosses to
+        /// another worker (the placement before 2026-11-30); by default a room's members
+        /// alternate over the targets.
+        #[arg(long)]
+        local_rooms: bool,
+        /// The server's --history-size: joins older than a member's full history are not
+        /// counted lost (0: the server sends no history).
+        #[arg(long, default_value_t = 50)]
+        history_size: usize,
         /// Ramp: comma-separated `say`/s per sender, one step of --duration-secs each on the
         /// same connections, stopping at the first step that does not hold.
         #[arg(long, value_delimiter = ',')]
@@ -167,6 +176,8 @@ fn main() -> anyhow::Result<()> {
                 server_pids,
                 raw,
                 aligned,
+                local_rooms,
+                history_size,
                 ramp,
                 p99_limit_ms,
             } => {
@@ -189,6 +200,8 @@ fn main() -> anyhow::Result<()> {
                     server_pids,
                     raw,
                     aligned,
+                    local_rooms,
+                    history_size,
                 };
                 anyhow::ensure!(
                     ramp.len() <= MAX_RAMP_STEPS,
