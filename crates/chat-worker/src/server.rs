@@ -179,6 +179,12 @@ fn assemble(
             const STORE_CHANNEL_CAPACITY: usize = 64;
             let client = store::build_client(&config, &settings.redis, STORE_CHANNEL_CAPACITY)?;
             fred::prelude::ClientLike::connect(&client);
+            let [publisher, subscriber] = bus.clients();
+            store::sentinel::follow_switches(
+                &config,
+                &settings.redis,
+                vec![publisher, subscriber, client.clone()],
+            )?;
             let store = Store::new(
                 client,
                 prefix,

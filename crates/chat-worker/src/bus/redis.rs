@@ -58,6 +58,7 @@ pub struct RedisBus {
     occupancy: mpsc::UnboundedSender<Topic>,
     prepares: mpsc::UnboundedSender<(Topic, oneshot::Sender<()>)>,
     subscriber: fred::prelude::Client,
+    publisher: fred::prelude::Client,
     dropped_publishes: AtomicU64,
     publish_queue_full: AtomicBool,
     /// Frames taken off the queue whose pipeline has not answered yet.
@@ -91,6 +92,7 @@ impl RedisBus {
             occupancy,
             prepares,
             subscriber: subscriber.clone(),
+            publisher: publisher.clone(),
             dropped_publishes: AtomicU64::new(0),
             publish_queue_full: AtomicBool::new(false),
             in_flight: Arc::default(),
@@ -135,6 +137,12 @@ impl RedisBus {
         ));
         tokio::spawn(log_connection_errors(errors, reconnects_for_log));
         Ok(bus)
+    }
+
+    /// The bus's two connections (publishing, subscribed), for whoever must steer them
+    /// ([`store::sentinel::follow_switches`]).
+    pub fn clients(&self) -> [fred::prelude::Client; 2] {
+        [self.publisher.clone(), self.subscriber.clone()]
     }
 }
 
