@@ -49,6 +49,9 @@ pub struct FanoutConfig {
     pub room_prefix: String,
     /// Server processes (workers, Redis) whose CPU time is measured over the run.
     pub server_pids: Vec<u32>,
+    /// The Redis processes among them, also reported apart: a Redis server runs its commands
+    /// on one core, so its share of a core says how near it is to being the bottleneck.
+    pub redis_pids: Vec<u32>,
     /// Talk to the bare-websocket floor server instead of socket.io: no handshake, no join, and
     /// each say is sent as the very `message` packet members should receive (the floor
     /// forwards frames as they are), so accounting is the same as for socket.io servers.
@@ -83,6 +86,8 @@ pub struct FanoutReport {
     pub bench_cpu_seconds: f64,
     #[serde(flatten)]
     pub server_cpu: ServerCpu,
+    #[serde(flatten)]
+    pub redis_cpu: RedisCpu,
 }
 
 /// CPU time of the server processes from the start of sending to the end of the drain, and per
@@ -106,6 +111,25 @@ impl ServerCpu {
             server_cpu_us_per_delivery: per_delivery(used.total()),
             server_user_us_per_delivery: per_delivery(used.user),
             server_system_us_per_delivery: per_delivery(used.system),
+        }
+    }
+}
+
+/// CPU time of the Redis processes over a step: in all, per delivery, and as cores (CPU time
+/// over wall time, summed over the processes; each Redis server saturates at 1.0).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct RedisCpu {
+    pub redis_cpu_seconds: f64,
+    pub redis_cpu_us_per_delivery: f64,
+    pub redis_cores: f64,
+}
+
+impl RedisCpu {
+    fn new(used: crate::CpuTimes, delivered: u64, wall_seconds: f64) -> Self {
+        RedisCpu {
+            redis_cpu_seconds: used.total(),
+            redis_cpu_us_per_delivery: used.total() * 1e6 / delivered.max(1) as f64,
+            redis_cores: used.total() / wall_seconds.max(1e-9),
         }
     }
 }
@@ -147,6 +171,8 @@ pub struct StepReport {
     pub generator_busy: f64,
     #[serde(flatten)]
     pub server_cpu: ServerCpu,
+    #[serde(flatten)]
+    pub redis_cpu: RedisCpu,
     pub held: bool,
     /// "held", or why not.
     pub verdict: String,
@@ -278,6 +304,7 @@ pub async fn run(config: FanoutConfig) -> anyhow::Result<FanoutReport> {
         deliveries: step.deliveries,
         bench_cpu_seconds: crate::cpu_seconds() - cpu_start,
         server_cpu: step.server_cpu,
+        redis_cpu: step.redis_cpu,
     })
 }
 
@@ -468,6 +495,7 @@ async fn run_step(
     let cpu_start = crate::cpu_seconds();
     let wall_start = Instant::now();
     let server_cpu_start = crate::processes_cpu(&config.server_pids);
+    let redis_cpu_start = crate::processes_cpu(&config.redis_pids);
     let mut members = vec![0u64; config.rooms];
     for client in &clients {
         members[client.room] += 1;
@@ -520,6 +548,7 @@ async fn run_step(
         tally.foreign += client_tally.foreign;
     }
     let server_cpu = crate::processes_cpu(&config.server_pids).since(server_cpu_start);
+    let redis_cpu = crate::processes_cpu(&config.redis_pids).since(redis_cpu_start);
     let histogram = shared
         .latency_us
         .lock()
@@ -554,6 +583,11 @@ async fn run_step(
         bench_cpu_seconds,
         generator_busy: bench_cpu_seconds / wall_start.elapsed().as_secs_f64().max(1e-9),
         server_cpu: ServerCpu::new(server_cpu, tally.delivered),
+        redis_cpu: RedisCpu::new(
+            redis_cpu,
+            tally.delivered,
+            wall_start.elapsed().as_secs_f64(),
+        ),
         held: false,
         verdict: String::new(),
     };
@@ -755,6 +789,7 @@ mod tests {
             bench_cpu_seconds: 0.0,
             generator_busy: 0.0,
             server_cpu: ServerCpu::new(crate::CpuTimes::default(), 0),
+            redis_cpu: RedisCpu::new(crate::CpuTimes::default(), 0, 1.0),
             held: false,
             verdict: String::new(),
         }
