@@ -78,6 +78,7 @@ describe("on a Redis Cluster (3 masters + 3 replicas)", () => {
       rooms,
       users,
       counter,
+      inSync: () => scenarios.untilReplicated(victim, redisNames.room("ticking")),
       async failover() {
         const startedAt = Date.now();
         await redisCluster.kill(victim);
@@ -96,6 +97,7 @@ describe("on a Redis Cluster (3 masters + 3 replicas)", () => {
       rooms,
       users,
       counter,
+      inSync: () => scenarios.untilReplicated(victim, redisNames.room("ticking")),
       async failover() {
         const startedAt = Date.now();
         await redisCluster.cli(replica, "CLUSTER", "FAILOVER");

@@ -13,7 +13,7 @@
 
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { cleanup, startCluster, until } from "../support/harness.mjs";
+import { cleanup, redisNames, startCluster, until } from "../support/harness.mjs";
 import { redisCli, startRedisSentinel } from "../support/redis-topologies.mjs";
 import * as scenarios from "../support/topology-scenarios.mjs";
 
@@ -59,6 +59,7 @@ describe("on Redis Sentinel (master, replica, 3 sentinels)", () => {
       rooms,
       users,
       counter,
+      inSync: () => scenarios.untilReplicated(victim, redisNames.room("ticking")),
       async failover() {
         const startedAt = Date.now();
         assert.equal(await sentinel.killMaster(), victim);
@@ -79,6 +80,7 @@ describe("on Redis Sentinel (master, replica, 3 sentinels)", () => {
       rooms,
       users,
       counter,
+      inSync: () => scenarios.untilReplicated(victim, redisNames.room("ticking")),
       async failover() {
         const startedAt = Date.now();
         await sentinel.cli(sentinel.sentinelPorts[0], "SENTINEL", "FAILOVER", sentinel.serviceName);
