@@ -22,6 +22,11 @@
 #   bash scripts/bench.sh [--workers N] [--clients C] [--rooms R] [--senders S] [--rate R]
 #                         [--seconds T] [--idle N] [--ramp R1,R2,...] [--step-seconds T]
 #                         [--p99-limit-ms MS] [--servers a,b,...] [--tuned] [--no-nginx]
+#                         [--sections all|three-way|topologies]
+#                         [--dm-ramp R1,R2,...] [--wide-ramp R1,R2,...]
+# `--sections topologies` runs only the last section (Redis Cluster and Sentinel-style
+# replication, durability, Redis as the bottleneck: see the comment above it); `three-way`
+# (the name predates the peers) only the comparison of servers.
 # Everything targets 127.0.0.1 and every run is bounded in clients and seconds. Builds into
 # $CARGO_TARGET_DIR when it is set (target/ otherwise), the socketioxide peer too.
 set -euo pipefail
@@ -31,6 +36,7 @@ repo=$PWD
 workers=2 clients=1000 rooms=10 senders=100 rate=5 seconds=10 idle=4000
 ramp=1,2,4,8,10,12,16,24,32,40,48 step_seconds=4 p99_limit_ms=50
 servers=product,node,node-adapter,socketioxide,floor tuned=0 nginx=1
+sections=all dm_rates=5,10,20,40,80,160 wide_ramp=0.5,1,2,4,8,16
 while [ $# -gt 0 ]; do
   case "$1" in
     --workers) workers=$2; shift 2 ;;
@@ -46,6 +52,9 @@ while [ $# -gt 0 ]; do
     --servers) servers=$2; shift 2 ;;
     --tuned) tuned=1; shift ;;
     --no-nginx) nginx=0; shift ;;
+    --sections) sections=$2; shift 2 ;;
+    --dm-ramp) dm_rates=$2; shift 2 ;;
+    --wide-ramp) wide_ramp=$2; shift 2 ;;
     *) echo "bench.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -190,6 +199,7 @@ fanout_via_nginx() { # name, server pids (comma-separated)
     | tag "$name+nginx" >> "$out"
 }
 
+if [ "$sections" != topologies ]; then
 # The product.
 if wanted product; then
   start_redis
@@ -368,3 +378,226 @@ PY
 python3 scripts/bench_chart.py "$out" "bench/results/$stamp.svg"
 cp "bench/results/$stamp.svg" bench/chart.svg
 echo "chart: bench/results/$stamp.svg (copied to bench/chart.svg)"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Redis topologies and durability (issue 12): the product alone, on
+#   - standalone: a master and one replica (replica of everything, as Sentinel would run it);
+#   - cluster: a Redis Cluster of 3 masters and 3 replicas (`redis-cli --cluster create`);
+# 1. rooms: the standard fanout (as above) and its ramp on each, 2 workers;
+# 2. direct messages (`chat-bench dm`): 100 senders writing to 100 recipients (logged in,
+#    acknowledging), 5/s per sender (500 sends/s), then a ramp of the rate, under
+#    `--durability local` and `replicated`, on each: acknowledged sends/s, the sender's ack
+#    latency, CPU per message;
+# 3. Redis as the bottleneck: 8 workers, 1001 rooms of 4 members each on 4 different workers
+#    (4004 clients, one sender per room: every room message goes through Redis to 3 other
+#    workers), a ramp of the room message rate on each: the Redis servers' CPU per room message
+#    and their share of a core, next to the workers'; and each Redis process's CPU over the
+#    whole ramp (how evenly a cluster spreads it).
+# Server CPU counts every worker and every Redis process (replicas too); Redis CPU is also
+# reported apart (`redis_cores`: CPU over wall time summed over the Redis processes, each of
+# which runs commands on one core).
+if [ "$sections" != three-way ]; then
+topo_dir=$(mktemp -d /tmp/chat-bench-redis.XXXXXX)
+# chat-bench's readable tables and any connection errors of this section.
+topo_log=bench/results/$stamp-topologies.log
+nginx_dirs+=("$topo_dir")  # removed with them by cleanup
+topo_pids=()
+start_redis_node() { # port, extra redis-server flags...: starts it, waits for PING
+  local port=$1
+  shift
+  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$topo_dir" \
+    --dbfilename "dump-$port.rdb" --logfile /dev/null "$@" &
+  topo_pids+=("$!")
+  for _ in $(seq 1 50); do redis-cli -p "$port" ping 2>/dev/null | grep -q PONG && return; sleep 0.1; done
+  echo "bench.sh: redis-server on $port did not start" >&2
+  exit 1
+}
+stop_redis_nodes() {
+  for pid in "${topo_pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${topo_pids[@]}"; do
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  topo_pids=()
+}
+# Redis processes are stopped by the EXIT trap too.
+trap 'stop_redis_nodes; cleanup' EXIT
+
+start_standalone() { # sets redis_url; master and replica in topo_pids
+  local master replica
+  master=$(free_port)
+  replica=$(free_port)
+  start_redis_node "$master"
+  start_redis_node "$replica" --replicaof 127.0.0.1 "$master"
+  for _ in $(seq 1 100); do
+    redis-cli -p "$replica" info replication | grep -q master_link_status:up && break
+    sleep 0.1
+  done
+  redis_url=redis://127.0.0.1:$master
+}
+
+start_cluster() { # sets redis_url; 6 nodes in topo_pids
+  local ports=() nodes=() port
+  for _ in 1 2 3 4 5 6; do ports+=("$(free_port)"); done
+  for port in "${ports[@]}"; do
+    # Its cluster bus port set too: by default port + 10000, which may be taken or above 65535.
+    start_redis_node "$port" --cluster-enabled yes --cluster-config-file "nodes-$port.conf" \
+      --cluster-node-timeout 5000 --cluster-port "$(free_port)"
+    nodes+=("127.0.0.1:$port")
+  done
+  redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes > /dev/null
+  for port in "${ports[@]}"; do
+    for _ in $(seq 1 100); do
+      redis-cli -p "$port" cluster info | grep -q cluster_state:ok && break
+      sleep 0.1
+    done
+  done
+  redis_url="redis-cluster://127.0.0.1:${ports[0]}?$(printf 'node=%s&' "${nodes[@]:1}" | sed 's/&$//')"
+}
+
+topo_base=18001
+start_product_on() { # workers, extra supervise flags...: sets worker_pids and topo_targets
+  local count=$1
+  shift
+  "$bin/chat-cluster" supervise --workers "$count" --base-port "$topo_base" --admin-port "$(free_port)" \
+    --redis-url "$redis_url" --rate-burst 1000 --rate-per-sec 1000 \
+    --sender-rate-per-sec 100000 --sender-rate-burst 100000 "$@" > /dev/null 2>&1 &
+  started=("$!")
+  wait_ports "$topo_base" $((topo_base + count - 1))
+  for _ in $(seq 1 100); do
+    local ready=1
+    for port in $(seq "$topo_base" $((topo_base + count - 1))); do
+      curl -fs "http://127.0.0.1:$port/ready" > /dev/null || ready=0
+    done
+    [ "$ready" = 1 ] && break
+    sleep 0.1
+  done
+  worker_pids=$(pgrep -d, -P "${started[0]}")
+  topo_targets=$(seq -s, "$topo_base" $((topo_base + count - 1)) | sed "s/\([0-9]*\)/127.0.0.1:\1/g")
+}
+
+rooms_on() { # label
+  local redis_pids
+  redis_pids=$(IFS=,; echo "${topo_pids[*]}")
+  echo "bench.sh: $1: rooms, fanout" >&2
+  "$bin/chat-bench" fanout --target "$topo_targets" --clients "$clients" --rooms "$rooms" \
+    --senders "$senders" --rate "$rate" --duration-secs "$seconds" --drain-secs 3 \
+    --server-pids "$worker_pids,$redis_pids" --redis-pids "$redis_pids" 2>>"$topo_log" | tag "$1" >> "$out"
+  echo "bench.sh: $1: rooms, ramp $ramp" >&2
+  "$bin/chat-bench" fanout --target "$topo_targets" --clients "$clients" --rooms "$rooms" \
+    --senders "$senders" --ramp "$ramp" --p99-limit-ms "$p99_limit_ms" --duration-secs "$step_seconds" \
+    --drain-secs 3 --server-pids "$worker_pids,$redis_pids" --redis-pids "$redis_pids" 2>>"$topo_log" \
+    | tag "$1" >> "$out"
+}
+
+dms_on() { # label
+  local redis_pids
+  redis_pids=$(IFS=,; echo "${topo_pids[*]}")
+  echo "bench.sh: $1: direct messages, 5/s per sender" >&2
+  "$bin/chat-bench" dm --target "$topo_targets" --senders 100 --recipients 100 --rate 5 \
+    --duration-secs "$seconds" --drain-secs 5 --user-prefix "std-" \
+    --server-pids "$worker_pids,$redis_pids" --redis-pids "$redis_pids" 2>>"$topo_log" \
+    | sed 's/"scenario":"dm"/"scenario":"dm-standard"/' | tag "$1" >> "$out"
+  echo "bench.sh: $1: direct messages, ramp $dm_rates" >&2
+  "$bin/chat-bench" dm --target "$topo_targets" --senders 100 --recipients 100 --rate "$dm_rates" \
+    --duration-secs "$step_seconds" --drain-secs 5 --p99-limit-ms "$p99_limit_ms" --user-prefix "ramp-" \
+    --server-pids "$worker_pids,$redis_pids" --redis-pids "$redis_pids" 2>>"$topo_log" \
+    | sed 's/"scenario":"dm"/"scenario":"dm-ramp"/' | tag "$1" >> "$out"
+}
+
+cpu_ticks() { # pid: user + system clock ticks so far (0 if gone)
+  awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+wide_on() { # label: 8 workers, 1001 rooms of 4 (client i is in room i % 1001, on worker i % 8)
+  local redis_pids pid before=() i=0 per=""
+  redis_pids=$(IFS=,; echo "${topo_pids[*]}")
+  for pid in "${topo_pids[@]}"; do before+=("$(cpu_ticks "$pid")"); done
+  echo "bench.sh: $1: 8 workers, 1001 rooms, ramp $wide_ramp" >&2
+  "$bin/chat-bench" fanout --target "$topo_targets" --clients 4004 --rooms 1001 --senders 1001 \
+    --sources 16 --ramp "$wide_ramp" --p99-limit-ms "$p99_limit_ms" --duration-secs "$step_seconds" \
+    --drain-secs 3 --room-prefix wide- --server-pids "$worker_pids,$redis_pids" --redis-pids "$redis_pids" \
+    2>>"$topo_log" | sed 's/"scenario":"ramp"/"scenario":"wide-ramp"/' | tag "$1" >> "$out"
+  for pid in "${topo_pids[@]}"; do
+    per+="$([ -z "$per" ] || echo ,)$(( $(cpu_ticks "$pid") - before[i] ))"
+    i=$((i + 1))
+  done
+  echo "{\"scenario\":\"wide-redis-ticks\",\"clock_ticks_per_sec\":$(getconf CLK_TCK),\"per_process\":[$per]}" \
+    | tag "$1" >> "$out"
+}
+
+for topology in standalone cluster; do
+  "start_$topology"
+  start_product_on "$workers" --durability local
+  rooms_on "$topology"
+  dms_on "$topology-local"
+  stop_all
+  start_product_on "$workers" --durability replicated
+  dms_on "$topology-replicated"
+  stop_all
+  start_product_on 8 --durability local
+  wide_on "$topology"
+  stop_all
+  stop_redis_nodes
+done
+load=$(cut -d' ' -f1-3 /proc/loadavg)
+
+python3 - "$out" "$load" <<'PY'
+import json, sys
+rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+by = {(r["server"], r["scenario"]): r for r in rows}
+topologies = ("standalone", "cluster")
+print(f"\nRedis topologies (load average at the end: {sys.argv[2]})")
+print("\nrooms, the standard fanout (2 workers):")
+print(f"  {'topology':<12}{'delivered/s':>12}{'lost':>6}{'p50 ms':>8}{'p99 ms':>8}{'CPU us':>8}{'Redis us':>9}"
+      f"{'Redis cores':>12}{'ramp best/s':>12}{'its p99':>8}")
+for t in topologies:
+    f, r = by.get((t, "fanout")), by.get((t, "ramp"))
+    if f:
+        best = r.get("best_offered_per_sec") if r else None
+        print(f"  {t:<12}{f['deliveries_per_sec']:>12.0f}{f['lost']:>6}{f['latency_ms_p50']:>8.1f}{f['latency_ms_p99']:>8.1f}"
+              f"{f['server_cpu_us_per_delivery']:>8.2f}{f['redis_cpu_us_per_delivery']:>9.2f}{f['redis_cores']:>12.2f}"
+              f"{(best or 0):>12.0f}{(r or {}).get('best_latency_ms_p99') or 0:>8.1f}")
+        if r:
+            print(f"  {'':<12}ramp stopped: {r['stopped_because']}")
+print("\ndirect messages: 100 senders to 100 recipients, 5/s per sender (2 workers), then a ramp:")
+print(f"  {'setup':<24}{'acked/s':>8}{'ack p50':>8}{'ack p99':>8}{'dlv p99':>8}{'CPU us/msg':>11}{'Redis cores':>12}"
+      f"{'ramp best acked/s':>18}{'its ack p99':>12}")
+for t in topologies:
+    for d in ("local", "replicated"):
+        key = f"{t}-{d}"
+        s, r = by.get((key, "dm-standard")), by.get((key, "dm-ramp"))
+        if not s:
+            continue
+        step = s["steps"][0]
+        print(f"  {key:<24}{step['acked_per_sec']:>8.0f}{step['ack_ms_p50']:>8.2f}{step['ack_ms_p99']:>8.2f}"
+              f"{step['delivery_ms_p99']:>8.2f}{step['server_cpu_us_per_message']:>11.1f}{step['redis_cores']:>12.2f}"
+              f"{(r or {}).get('best_acked_per_sec') or 0:>18.0f}{(r or {}).get('best_ack_ms_p99') or 0:>12.2f}")
+        if step["verdict"] != "held":
+            print(f"  {'':<24}standard load: {step['verdict']}")
+        if r:
+            print(f"  {'':<24}ramp stopped: {r['stopped_because']}")
+print("\n8 workers, 1001 rooms of 4 members on 4 workers each, one sender per room (ramp):")
+print(f"  {'topology':<12}{'msgs/s':>8}{'dlv/s':>9}{'p99 ms':>8}{'CPU us/dlv':>11}{'Redis us/msg':>13}{'Redis cores':>12}"
+      f"{'busiest at 1 core':>18}  verdict")
+for t in topologies:
+    r = by.get((t, "wide-ramp"))
+    if not r:
+        continue
+    # The busiest Redis process's share of all Redis CPU over the ramp: a Redis server runs
+    # commands on one core, so the busiest one saturates first.
+    ticks = by.get((t, "wide-redis-ticks"))
+    secs = [n / ticks["clock_ticks_per_sec"] for n in ticks["per_process"]] if ticks else []
+    share = max(secs) / sum(secs) if secs and sum(secs) > 0 else 1.0
+    for s in r["steps"]:
+        msgs = s["sent"] / max(s["send_seconds"], 1e-9)
+        per_msg = s["redis_cpu_seconds"] * 1e6 / max(s["sent"], 1)
+        at_core = 1e6 / (per_msg * share) if per_msg > 0 else 0
+        print(f"  {t:<12}{msgs:>8.0f}{s['deliveries_per_sec']:>9.0f}{s['latency_ms_p99']:>8.1f}"
+              f"{s['server_cpu_us_per_delivery']:>11.2f}{per_msg:>13.1f}{s['redis_cores']:>12.2f}{at_core:>18.0f}  {s['verdict']}")
+    if secs:
+        print(f"  {t:<12}CPU seconds of each Redis process over the ramp: {', '.join(f'{x:.1f}' for x in secs)}"
+              f" (busiest: {share:.0%} of all Redis CPU)")
+print(f"\nresults: {sys.argv[1]}")
+PY
+fi

@@ -55,6 +55,9 @@ pub struct FanoutConfig {
     pub room_prefix: String,
     /// Server processes (workers, Redis) whose CPU time is measured over the run.
     pub server_pids: Vec<u32>,
+    /// The Redis processes among them, also reported apart: a Redis server runs its commands
+    /// on one core, so its share of a core says how near it is to being the bottleneck.
+    pub redis_pids: Vec<u32>,
     /// Talk to the bare-websocket floor server instead of socket.io: no handshake, no join, and
     /// each say is sent as the very `message` packet members should receive (the floor
     /// forwards frames as they are), so accounting is the same as for socket.io servers.
@@ -115,6 +118,8 @@ pub struct FanoutReport {
     pub bench_cpu_seconds: f64,
     #[serde(flatten)]
     pub server_cpu: ServerCpu,
+    #[serde(flatten)]
+    pub redis_cpu: RedisCpu,
 }
 
 /// The join burst: once every client is connected, each sends `join` at once, and each join is
@@ -163,6 +168,25 @@ impl ServerCpu {
     }
 }
 
+/// CPU time of the Redis processes over a step: in all, per delivery, and as cores (CPU time
+/// over wall time, summed over the processes; each Redis server saturates at 1.0).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct RedisCpu {
+    pub redis_cpu_seconds: f64,
+    pub redis_cpu_us_per_delivery: f64,
+    pub redis_cores: f64,
+}
+
+impl RedisCpu {
+    fn new(used: crate::CpuTimes, delivered: u64, wall_seconds: f64) -> Self {
+        RedisCpu {
+            redis_cpu_seconds: used.total(),
+            redis_cpu_us_per_delivery: used.total() * 1e6 / delivered.max(1) as f64,
+            redis_cores: used.total() / wall_seconds.max(1e-9),
+        }
+    }
+}
+
 /// What was sent and delivered in a step, and how fast (in a report's JSON, its fields are the
 /// report's own).
 #[derive(Debug, Clone, Serialize)]
@@ -205,6 +229,8 @@ pub struct StepReport {
     pub server_cpu: ServerCpu,
     /// Joins of the burst that arrived during this step (late; counted lost in the burst).
     pub joins_arrived_late: u64,
+    #[serde(flatten)]
+    pub redis_cpu: RedisCpu,
     pub held: bool,
     /// "held", or why not.
     pub verdict: String,
@@ -401,6 +427,7 @@ pub async fn run(config: FanoutConfig) -> anyhow::Result<FanoutReport> {
         deliveries: step.deliveries,
         bench_cpu_seconds: crate::cpu_seconds() - cpu_start,
         server_cpu: step.server_cpu,
+        redis_cpu: step.redis_cpu,
     })
 }
 
@@ -593,6 +620,7 @@ async fn run_step(
     let cpu_start = crate::cpu_seconds();
     let wall_start = Instant::now();
     let server_cpu_start = crate::processes_cpu(&config.server_pids);
+    let redis_cpu_start = crate::processes_cpu(&config.redis_pids);
     let mut members = vec![0u64; config.rooms];
     for client in &clients {
         members[client.room] += 1;
@@ -647,6 +675,7 @@ async fn run_step(
         tally.late_joins += client_tally.late_joins;
     }
     let server_cpu = crate::processes_cpu(&config.server_pids).since(server_cpu_start);
+    let redis_cpu = crate::processes_cpu(&config.redis_pids).since(redis_cpu_start);
     let histogram = shared
         .latency_us
         .lock()
@@ -683,6 +712,11 @@ async fn run_step(
         generator_busy: bench_cpu_seconds / wall_start.elapsed().as_secs_f64().max(1e-9),
         joins_arrived_late: tally.late_joins,
         server_cpu: ServerCpu::new(server_cpu, tally.delivered),
+        redis_cpu: RedisCpu::new(
+            redis_cpu,
+            tally.delivered,
+            wall_start.elapsed().as_secs_f64(),
+        ),
         held: false,
         verdict: String::new(),
     };
@@ -1068,6 +1102,7 @@ mod tests {
             generator_busy: 0.0,
             server_cpu: ServerCpu::new(crate::CpuTimes::default(), 0),
             joins_arrived_late: 0,
+            redis_cpu: RedisCpu::new(crate::CpuTimes::default(), 0, 1.0),
             held: false,
             verdict: String::new(),
         }
@@ -1089,6 +1124,7 @@ mod tests {
             sources: Vec::new(),
             room_prefix: "r".into(),
             server_pids: Vec::new(),
+            redis_pids: Vec::new(),
             raw: false,
             aligned: false,
             local_rooms: false,

@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use chat_bench::{fanout, idle, loopback_sources, storm};
+use chat_bench::{dm, fanout, idle, loopback_sources, storm};
 use support::{Redis, Supervisor};
 
 fn worker_targets(supervisor: &Supervisor) -> Vec<SocketAddr> {
@@ -75,6 +75,7 @@ async fn fanout_accounts_for_every_delivery() {
         sources: loopback_sources(4),
         room_prefix: "smoke-".into(),
         server_pids: Vec::new(),
+        redis_pids: Vec::new(),
         raw: false,
         aligned: false,
         local_rooms: false,
@@ -145,6 +146,7 @@ async fn fanout_against_peer(targets: Vec<SocketAddr>) -> fanout::FanoutReport {
         sources: loopback_sources(4),
         room_prefix: "peer-".into(),
         server_pids: Vec::new(),
+        redis_pids: Vec::new(),
         raw: false,
         aligned: false,
         local_rooms: false,
@@ -232,6 +234,45 @@ async fn the_node_adapter_peer_is_accounted_the_same_way() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dm_accounts_for_every_message() {
+    let redis = Redis::start();
+    let supervisor = Supervisor::start(2, &redis.url());
+    ready(&supervisor);
+    let report = dm::run(dm::DmConfig {
+        targets: worker_targets(&supervisor),
+        senders: 4,
+        recipients: 3,
+        // Within the default per-sender bound (5/s, burst 20).
+        rates: vec![2.0, 4.0],
+        duration: Duration::from_secs(1),
+        drain: Duration::from_secs(3),
+        sources: loopback_sources(4),
+        user_prefix: "smoke-".into(),
+        server_pids: Vec::new(),
+        redis_pids: redis.pid().into_iter().collect(),
+        run: 1,
+        p99_limit_ms: 1000.0,
+    })
+    .await
+    .expect("dm runs");
+    assert_eq!(
+        (report.connected, report.connect_failures),
+        (7, 0),
+        "{report:?}"
+    );
+    assert_eq!(report.steps.len(), 2, "{report:?}");
+    for step in &report.steps {
+        assert!(step.sent > 0, "{step:?}");
+        assert_eq!(step.acked, step.sent, "every send acknowledged: {step:?}");
+        assert_eq!((step.lost, step.unanswered), (0, 0), "{step:?}");
+        assert!(step.refused.is_empty(), "{step:?}");
+        assert!(step.held, "{step:?}");
+        assert!(step.redis_cpu_seconds >= 0.0 && step.ack_ms_max >= step.ack_ms_p50);
+    }
+    assert_eq!(report.best_step, Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_holds_connections_from_many_source_addresses() {
     let redis = Redis::start();
     let supervisor = Supervisor::start(2, &redis.url());
@@ -291,6 +332,7 @@ fn floor_config(addr: SocketAddr, rate: f64) -> fanout::FanoutConfig {
         sources: Vec::new(),
         room_prefix: "floor-".into(),
         server_pids: Vec::new(),
+        redis_pids: Vec::new(),
         raw: true,
         aligned: false,
         local_rooms: false,
@@ -318,6 +360,7 @@ async fn ramp_accounts_every_step_on_the_same_connections() {
             sources: loopback_sources(4),
             room_prefix: "ramp-".into(),
             server_pids: Vec::new(),
+            redis_pids: Vec::new(),
             raw: false,
             aligned: false,
             local_rooms: false,

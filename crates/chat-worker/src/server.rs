@@ -236,6 +236,12 @@ fn assemble(
                     room_store,
                 );
             }
+            let [publisher, subscriber] = bus.clients();
+            store::sentinel::follow_switches(
+                &config,
+                &settings.redis,
+                vec![publisher, subscriber, client.clone()],
+            )?;
             let store = Store::new(
                 client,
                 prefix,

@@ -102,6 +102,11 @@ impl Redis {
         redis
     }
 
+    /// The running server's pid, if it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.guard.as_ref().map(ChildGuard::pid)
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }

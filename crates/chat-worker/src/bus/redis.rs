@@ -163,6 +163,12 @@ impl RedisBus {
         tokio::spawn(log_connection_errors(errors, reconnects_for_log));
         Ok(bus)
     }
+
+    /// The bus's two connections (publishing, subscribed), for whoever must steer them
+    /// ([`store::sentinel::follow_switches`]).
+    pub fn clients(&self) -> [fred::prelude::Client; 2] {
+        [self.publisher.clone(), self.subscriber.clone()]
+    }
 }
 
 impl RedisBus {

@@ -11,6 +11,7 @@
 //! is sent only if a replica confirmed it.
 
 pub mod rooms;
+pub mod sentinel;
 pub mod topology;
 
 use std::{path::Path, time::Duration};
