@@ -14,8 +14,15 @@ from html import escape
 
 WIDTH, HEIGHT = 860, 520
 LEFT, RIGHT, TOP, BOTTOM = 80, 200, 80, 60
-COLORS = {"product": "#1f6fb4", "node": "#c9302c", "floor": "#2e9e44"}
-ORDER = ["product", "node", "floor"]
+COLORS = {
+    "product": "#1f6fb4",
+    "node": "#c9302c",
+    "node-adapter": "#e08a1e",
+    "socketioxide": "#7b4fb0",
+    "socketioxide-tuned": "#b08fd6",
+    "floor": "#2e9e44",
+}
+ORDER = ["product", "node", "node-adapter", "socketioxide", "socketioxide-tuned", "floor"]
 BUSY = 0.9
 
 

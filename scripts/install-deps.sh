@@ -7,6 +7,10 @@ set -euo pipefail
 
 want=()
 command -v redis-server >/dev/null 2>&1 || want+=(redis-server)
+# redis-cli builds the Redis Cluster of the topology tests (`redis-cli --cluster create`).
+command -v redis-cli >/dev/null 2>&1 || want+=(redis-tools)
+# `ip netns` makes the network namespaces that stand for hosts in the multi-host tests.
+command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || want+=(iproute2)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || want+=(nginx)
 command -v node >/dev/null 2>&1 || want+=(nodejs npm)
 # The Python socket.io clients of the tests live in a venv (scripts/python-env.sh).

@@ -15,6 +15,11 @@ bash scripts/install-deps.sh --with-browser
 
 section "build"
 cargo build --locked -p chat-cluster
+# The peers scripts/bench.sh measures the product against, for their smoke in bench_smoke.rs:
+# the stock socketioxide server (outside the workspace, so built from the crates.io releases,
+# into the same target directory) and node socket.io with the official Redis adapter.
+cargo build --locked --manifest-path bench/socketioxide-peer/Cargo.toml --target-dir "${CARGO_TARGET_DIR:-target}"
+(cd bench/node-adapter-peer && npm ci --no-audit --no-fund --loglevel=error)
 
 section "rust tests"
 cargo test --locked --workspace

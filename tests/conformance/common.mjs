@@ -7,15 +7,39 @@ const WAIT_MS = 3000;
 
 export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** A websocket whose incoming frames wait in a queue until taken with `next()`. */
-export function openSocket(url) {
+/** How soon after its trigger a close must come. The fixture pings every 300 ms and gives up
+ * 200 ms later; a socket opened with `{ pong: true }` answers every ping, so a close within
+ * this bound is the server acting on the trigger, never the heartbeat timing out. */
+export const CLOSE_WITHIN_MS = 1000;
+
+/** A websocket whose incoming frames wait in a queue until taken with `next()`. With
+ * `{ pong: true }` it answers every engine.io ping at once (the ping stays in the queue). */
+export function openSocket(url, { pong = false } = {}) {
   const socket = new WebSocket(url);
   socket.binaryType = "arraybuffer";
   const queue = [];
   const waiters = [];
   let closed = false;
+  let openedAt = null;
   const push = (item) => (waiters.length ? waiters.shift()(item) : queue.push(item));
-  socket.on("message", (data, isBinary) => push(isBinary ? new Uint8Array(data) : data.toString()));
+  // The HTTP answer to the upgrade request: 101, or the status of a refusal.
+  const upgradeStatus = new Promise((resolve) => {
+    socket.once("upgrade", (response) => {
+      openedAt = Date.now();
+      resolve(response.statusCode);
+    });
+    socket.once("unexpected-response", (request, response) => {
+      resolve(response.statusCode);
+      response.resume();
+      request.destroy();
+    });
+    socket.once("close", () => resolve(null));
+  });
+  socket.on("message", (data, isBinary) => {
+    const item = isBinary ? new Uint8Array(data) : data.toString();
+    if (pong && item === "2" && socket.readyState === WebSocket.OPEN) socket.send("3");
+    push(item);
+  });
   socket.on("error", () => {});
   socket.on("close", () => {
     closed = true;
@@ -36,21 +60,29 @@ export function openSocket(url) {
       if (closed) return deliver(null);
       waiters.push(deliver);
     });
+  /** Resolves with the milliseconds from the call to the server's close; rejects if it takes
+   * longer than `within` ms. Only meaningful on a socket that answers pings. */
+  const closedByServer = (within = CLOSE_WITHIN_MS) =>
+    new Promise((resolve, reject) => {
+      const start = Date.now();
+      if (closed) return resolve(0);
+      const timer = setTimeout(() => reject(new Error(`not closed within ${within} ms`)), within);
+      socket.once("close", () => {
+        clearTimeout(timer);
+        resolve(Date.now() - start);
+      });
+    });
   return Object.assign(socket, {
     /** The next frame (a string, or a Uint8Array for binary), or null once closed. */
     next: (what = "a frame") => take(what, false),
     /** The next frame that is not an engine.io ping. */
     nextPacket: (what = "a packet") => take(what, true),
-    /** Resolves once the server closed the connection. */
-    closedByServer: () =>
-      new Promise((resolve, reject) => {
-        if (closed) return resolve();
-        const timer = setTimeout(() => reject(new Error(`not closed within ${WAIT_MS} ms`)), WAIT_MS);
-        socket.once("close", () => {
-          clearTimeout(timer);
-          resolve();
-        });
-      }),
+    closedByServer,
+    /** The HTTP status the upgrade request was answered with (101 when it opened). */
+    upgradeStatus: () =>
+      Promise.race([upgradeStatus, sleep(WAIT_MS).then(() => Promise.reject(new Error(`no upgrade answer within ${WAIT_MS} ms`)))]),
+    /** When the websocket opened (Date.now()), or null. */
+    openedAt: () => openedAt,
     opened: () =>
       new Promise((resolve, reject) => {
         if (socket.readyState === WebSocket.OPEN) return resolve();

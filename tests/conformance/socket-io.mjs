@@ -9,12 +9,16 @@ import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { openSocket } from "./common.mjs";
 
+/** The fixture's connect timeout (`chat-cluster conformance`). */
+const CONNECT_TIMEOUT = 1000;
+
 export function socketIoSuite(base) {
   const wsUrl = `${base.replace("http", "ws")}/socket.io/?EIO=4&transport=websocket`;
 
   /** A socket past the engine.io handshake. */
   const engineOpen = async () => {
-    const socket = openSocket(wsUrl);
+    // Pings answered: a close seen by a test is the server's answer to what it sent.
+    const socket = openSocket(wsUrl, { pong: true });
     await socket.next("the engine.io open packet");
     return socket;
   };
@@ -57,8 +61,12 @@ export function socketIoSuite(base) {
         await socket.closedByServer();
       });
       test("no handshake within the connect timeout closes the connection", async () => {
-        const socket = openSocket(wsUrl);
-        await socket.closedByServer();
+        const socket = openSocket(wsUrl, { pong: true });
+        await socket.next("the engine.io open packet");
+        await socket.closedByServer(CONNECT_TIMEOUT + 1000);
+        // From the websocket's opening: not before the timeout, and soon after it.
+        const elapsed = Date.now() - socket.openedAt();
+        assert.ok(elapsed >= CONNECT_TIMEOUT && elapsed <= CONNECT_TIMEOUT + 500, `closed after ${elapsed} ms`);
       });
     });
 

@@ -5,7 +5,7 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { chromium } from "playwright-core";
-import { cleanup, startCluster, startNginx, startRedis } from "../support/harness.mjs";
+import { cleanup, member, sleep, startCluster, startNginx, startRedis, until } from "../support/harness.mjs";
 
 const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
 
@@ -42,11 +42,11 @@ describe("the chat page in Chromium", () => {
     await cleanup();
   });
 
-  async function enter(name) {
+  async function enter(name, room = "lobby") {
     const page = await browser.newPage();
     const errors = [];
     page.on("pageerror", (err) => errors.push(err.message));
-    await page.goto(`${nginx.url}/?roomid=lobby`);
+    await page.goto(`${nginx.url}/?roomid=${room}`);
     await page.fill("#name-input", name);
     await page.press("#name-input", "Enter");
     await page.locator("#messages li.join", { hasText: `${name} joined` }).waitFor();
@@ -64,7 +64,8 @@ describe("the chat page in Chromium", () => {
     const line = bob.page.locator("#messages li.say", { hasText: "hello bob" });
     await line.waitFor();
     assert.match(await line.innerText(), /alice:\s*hello bob/);
-    assert.equal(await alice.page.inputValue("#say-input"), "", "the sent text is cleared");
+    // Cleared once the server acknowledged it (which may come after bob has it).
+    await alice.page.waitForFunction(() => document.querySelector("#say-input").value === "");
 
     const attack = `<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>`;
     await bob.page.fill("#say-input", attack);
@@ -81,6 +82,47 @@ describe("the chat page in Chromium", () => {
     await alice.page.locator("#messages li.quit", { hasText: "bob left" }).waitFor();
     assert.deepEqual(alice.errors, []);
     assert.deepEqual(bob.errors, []);
+  });
+
+  test("a newcomer sees the history and who is here; a worker's crash is recovered quietly", async () => {
+    const room = "memory";
+    const alice = await enter("alice", room);
+    await alice.page.fill("#say-input", "said before carol");
+    await alice.page.press("#say-input", "Enter");
+    await alice.page.locator("#messages li.say", { hasText: "said before carol" }).waitFor();
+    const carol = await enter("carol", room);
+    await carol.page.locator("#messages li.say.history", { hasText: "said before carol" }).waitFor();
+    await carol.page.locator("#member-count", { hasText: "2 people here" }).waitFor();
+    assert.deepEqual(await carol.page.locator("#member-list li").allInnerTexts(), ["alice", "carol"]);
+    await alice.page.locator("#member-count", { hasText: "2 people here" }).waitFor();
+
+    // Every page reaches the same worker through nginx (ip_hash); someone on the other one
+    // keeps talking while the pages' worker is killed and respawned.
+    const status = await cluster.status();
+    const pages = status.workers.findIndex((w) => w.connections >= 2);
+    assert.ok(pages >= 0, `the two pages on one worker: ${JSON.stringify(status.workers)}`);
+    const dave = await member(cluster.url(1 - pages), room, "dave");
+    await carol.page.locator("#member-count", { hasText: "3 people here" }).waitFor();
+    process.kill(status.workers[pages].pid, "SIGKILL");
+    await carol.page.locator("#status.wait").waitFor();
+    for (let i = 0; i < 3; i++) await dave.ack("say", { text: `while away ${i}` });
+    await until("the worker to be back", async () => (await cluster.status()).workers[pages].state === "ready");
+    for (const { page } of [alice, carol]) {
+      await page.locator("#status.ok").waitFor();
+      for (let i = 0; i < 3; i++) await page.locator("#messages li.say", { hasText: `while away ${i}` }).waitFor();
+      // Recovered quietly: nobody left or joined again, nothing twice.
+      assert.equal(await page.locator("#messages li.quit").count(), 0);
+      assert.equal(await page.locator("#messages li.say", { hasText: "while away 0" }).count(), 1);
+      assert.equal(await page.locator("#messages li.join", { hasText: "alice joined" }).count(), 1);
+    }
+    await sleep(500);
+    assert.deepEqual(dave.received.filter((m) => m.event === "broadcast_quit" || (m.event === "join" && m.data.username !== "dave")), []);
+    assert.deepEqual((await dave.ack("members")).members, ["alice", "carol", "dave"]);
+    for (const p of [alice, carol]) {
+      assert.deepEqual(p.errors, []);
+      await p.page.close();
+    }
+    dave.disconnect();
   });
 
   test("an invalid room id is reported on the page", async () => {

@@ -46,6 +46,8 @@ describe("a drained worker's clients reconnect", () => {
     for (const py of pythons) {
       await py.until("the python client to reconnect", () => py.connects() >= 2);
       assert.ok(py.lines.some((l) => l.event === "disconnect"), "it saw the drain");
+      // A room's messages reach a socket once it has joined (again).
+      await py.until("the python client to join again", () => py.lines.filter((l) => l.event === "join_ack" && l.ack?.ok).length >= 2);
     }
     await until("the JavaScript clients to reconnect and join again", () => scripts.every((c, i) => connects[i] >= 2 && c.joins >= 2));
 

@@ -22,17 +22,7 @@ describe("faults", () => {
     });
     assert.equal(exited.id, 0);
     assert.equal(exited.port, before.port);
-    // The dead worker's connections stop counting at once: right after worker_exited, worker 0
-    // is either still the dead pid with no connections and not ready, or already its successor.
-    const right = await cluster.status();
-    const slot = right.workers[0];
-    if (slot.pid === before.pid) {
-      assert.equal(slot.connections, 0, `the killed worker still counts connections: ${JSON.stringify(slot)}`);
-      assert.notEqual(slot.state, "ready", `the killed worker is still shown ready: ${JSON.stringify(slot)}`);
-    }
-    assert.ok(slot.connections <= 1, `worker 0 counts more than ann: ${JSON.stringify(slot)}`);
-    assert.equal(right.total_connections, right.workers.reduce((sum, w) => sum + w.connections, 0));
-    assert.equal(right.workers[1].connections, 1, "bob on the other worker is still counted");
+    assert.equal(alive(before.pid), false, "the killed worker is gone");
     const ready = await cluster.waitLine("worker_ready after respawn", (l) => l.event === "worker_ready" && l.id === 0, { since: mark });
     assert.notEqual(ready.pid, before.pid);
     assert.equal(ready.port, before.port);
@@ -46,6 +36,49 @@ describe("faults", () => {
     await untilCrosses(ann, bob, "from the respawned worker");
     await untilCrosses(bob, ann, "to the respawned worker");
     ann.disconnect();
+    bob.disconnect();
+    await cluster.stop();
+  });
+
+  test("a dead worker's connections and rooms stop counting at once, before its successor starts", async () => {
+    const redis = await startRedis();
+    const cluster = await startCluster({ workers: 2, redisUrl: redis.url });
+    // A worker that dies within 5 s of its start is respawned after a 250 ms backoff (the
+    // supervisor takes it for a crash loop): the window in which /status shows the dead slot.
+    // Kill worker 0 once so that its successor's start time is known here.
+    let mark = cluster.lines.length;
+    process.kill((await cluster.status()).workers[0].pid, "SIGKILL");
+    const started = await cluster.waitLine("worker 0's successor", (l) => l.event === "worker_ready" && l.id === 0, { since: mark });
+    const startedAt = Date.now();
+    const victims = await Promise.all(["c1", "c2", "c3"].map((name, i) => member(cluster.url(0), `gone${i % 2}`, name, { reconnection: false })));
+    const bob = await member(cluster.url(1), "gone0", "bob", { reconnection: false });
+    await until("/status to count three clients in two rooms on worker 0", async () => {
+      const [zero, one] = (await cluster.status()).workers;
+      return zero.connections === 3 && zero.rooms === 2 && one.connections === 1;
+    });
+    const cut = victims.map((c) => new Promise((resolve) => c.once("disconnect", resolve)));
+    mark = cluster.lines.length;
+    const ranFor = Date.now() - startedAt;
+    assert.ok(ranFor < 4000, `worker 0 ran ${ranFor} ms before the kill; the backoff window needs under 5 s`);
+    process.kill(started.pid, "SIGKILL");
+    await cluster.waitLine(`worker_exited of pid ${started.pid}`, (l) => l.event === "worker_exited" && l.pid === started.pid, { since: mark });
+    const right = await cluster.status();
+    // The fault happened: the process is gone and its clients were cut.
+    assert.equal(alive(started.pid), false);
+    await within("the victims' connections to be cut", Promise.all(cut));
+    const { id, pid, port, connections, rooms, restarts, state } = right.workers[0];
+    assert.deepEqual(
+      { id, pid, port, connections, rooms, restarts, state },
+      { id: 0, pid: 0, port: cluster.ports[0], connections: 0, rooms: 0, restarts: 1, state: "down" },
+      "the dead worker's slot right after worker_exited, before the respawn",
+    );
+    assert.equal(right.total_connections, 1, "only bob, on the other worker");
+    // Its successor starts from zero too (the victims do not reconnect).
+    const next = await cluster.waitLine("worker 0's next successor", (l) => l.event === "worker_ready" && l.id === 0, { since: mark });
+    const after = (await cluster.status()).workers[0];
+    assert.equal(after.pid, next.pid);
+    assert.equal(after.connections, 0);
+    assert.equal(after.rooms, 0);
     bob.disconnect();
     await cluster.stop();
   });
@@ -70,16 +103,43 @@ describe("faults", () => {
     await cluster.stop();
   });
 
-  test("a worker stopped with SIGTERM says goodbye: other workers see its members quit, and they come back", async () => {
+  test("a worker stopped with SIGTERM (rolling restart): its clients recover their sessions, with no quit and no join for the blip", async () => {
     const redis = await startRedis();
     const cluster = await startCluster({ workers: 2, redisUrl: redis.url });
     const ann = await member(cluster.url(0), "rolling", "ann");
     const bob = await member(cluster.url(1), "rolling", "bob");
     await untilCrosses(ann, bob, "before the restart");
+    const sid = ann.id;
+    const victim = (await cluster.status()).workers[0].pid;
+    const mark = bob.received.length;
+    process.kill(victim, "SIGTERM");
+    // The fault: the worker is gone (a new one serves the port).
+    await until("the drained worker to exit and its successor to serve", async () => {
+      const now = (await cluster.status()).workers[0];
+      return !alive(victim) && now.pid !== victim && now.state === "ready";
+    });
+    // ann's client recovers on the new worker: same socket id, still in the room.
+    await until("ann to recover", () => ann.recovered && ann.connected);
+    assert.equal(ann.id, sid, "the session's socket id came back");
+    await untilCrosses(ann, bob, "after the restart");
+    const presence = bob.received.slice(mark).filter((m) => m.event !== "broadcast_say");
+    assert.deepEqual(presence, [], "no quit and no join of ann for the blip");
+    ann.disconnect();
+    bob.disconnect();
+    await cluster.stop();
+  });
+
+  test("a worker stopped with SIGTERM, recovery off: other workers see its members quit, and they come back", async () => {
+    const redis = await startRedis();
+    const cluster = await startCluster({ workers: 2, redisUrl: redis.url, extraArgs: ["--recovery-window-secs", "0"] });
+    const ann = await member(cluster.url(0), "rolling-plain", "ann");
+    const bob = await member(cluster.url(1), "rolling-plain", "bob");
+    await untilCrosses(ann, bob, "before the restart");
     const victim = (await cluster.status()).workers[0].pid;
     process.kill(victim, "SIGTERM");
     const quit = await bob.next("ann's quit from the draining worker", (m) => m.event === "broadcast_quit" && m.data?.username === "ann");
-    assert.equal(quit.room, "rolling");
+    assert.equal(quit.room, "rolling-plain");
+    assert.equal(quit.count, 1, "bob alone is left");
     // The supervisor starts a new worker on the port; ann's client reconnects and joins again.
     await bob.next("ann's join after the restart", (m) => m.event === "join" && m.data?.username === "ann" && m.ts > quit.ts);
     await untilCrosses(ann, bob, "after the restart");
@@ -96,9 +156,17 @@ describe("faults", () => {
     const pids = (await cluster.status()).workers.map((w) => w.pid);
     const disconnects = [ann, bob].map((c) => new Promise((resolve) => c.once("disconnect", resolve)));
 
+    const mark = cluster.lines.length;
+    const stopping = Date.now();
     const { code, signal } = await cluster.stop();
+    const took = Date.now() - stopping;
     assert.equal(signal, null);
     assert.equal(code, 0);
+    // A clean drain, not the SIGKILL fallback after the grace period (2000 ms, plus a 2 s
+    // margin): both workers exited by themselves with code 0, sooner than the grace.
+    const exits = cluster.lines.slice(mark).filter((l) => l.event === "worker_exited");
+    assert.deepEqual(exits.map((l) => l.status), ["exit code 0", "exit code 0"]);
+    assert.ok(took < 2000, `the stop took ${took} ms, not less than the 2000 ms grace`);
     await within("both clients to be disconnected", Promise.all(disconnects));
     assert.ok(cluster.lines.some((l) => l.event === "stopped"), "the supervisor printed stopped");
     for (const pid of pids) assert.equal(alive(pid), false, `worker ${pid} outlived the supervisor`);

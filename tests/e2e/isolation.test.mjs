@@ -1,5 +1,6 @@
 // Randomized room isolation across workers: many clients in many rooms, spread over both
-// workers; every client must receive every message of its room exactly once, and nothing else.
+// workers; every client must receive every message of its room exactly once, and nothing else;
+// histories and recoveries hold nothing of another room.
 
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
@@ -75,5 +76,42 @@ describe("room isolation", () => {
       );
     }
     for (const { client } of clients) client.disconnect();
+  });
+
+  test(`histories and recoveries hold only their own room (seed ${seed})`, async () => {
+    const next = random(seed + 1);
+    const ROOMS = 6;
+    const clients = [];
+    for (let i = 0; i < 24; i++) {
+      const room = `mem-${Math.floor(next() * ROOMS)}`;
+      const client = await member(cluster.url(Math.floor(next() * 2)), room, `m${i}`, { reconnectionDelay: 100, reconnectionDelayMax: 100 });
+      clients.push({ client, room });
+    }
+    // Every third client's transport drops while the others talk; it recovers, with what it
+    // missed of its own room.
+    const blips = clients.filter((_, i) => i % 3 === 0);
+    const back = blips.map(({ client }) => new Promise((resolve) => client.once("disconnect", () => client.once("connect", resolve))));
+    for (const { client } of blips) client.io.engine.close();
+    for (const [i, { client }] of clients.entries()) {
+      if (i % 3 !== 0) assert.equal((await client.ack("say", { text: `said by m${i}` })).ok, true);
+    }
+    await Promise.all(back);
+    assert.ok(blips.every(({ client }) => client.recovered), "every dropped client recovered");
+    // Newcomers, one per room and worker, get histories.
+    const rooms = [...new Set(clients.map((c) => c.room))];
+    const newcomers = [];
+    for (const room of rooms) {
+      for (const worker of [0, 1]) newcomers.push({ client: await member(cluster.url(worker), room, `new-${room}-${worker}`), room });
+    }
+    for (const { client, room } of [...clients, ...newcomers]) {
+      const foreign = [...client.history, ...client.received].filter((m) => m.room !== room);
+      assert.deepEqual(foreign, [], `a member of ${room} got another room's messages`);
+    }
+    for (const { client, room } of newcomers) {
+      const expected = clients.flatMap((c, i) => (c.room === room && i % 3 !== 0 ? [`said by m${i}`] : []));
+      const got = client.history.filter((m) => m.event === "broadcast_say").map((m) => m.data.text);
+      assert.deepEqual(got.sort(), expected.sort(), `the history of ${room}`);
+    }
+    for (const { client } of [...clients, ...newcomers]) client.disconnect();
   });
 });

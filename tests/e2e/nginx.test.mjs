@@ -2,7 +2,7 @@
 
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { cleanup, member, said, startCluster, startNginx, startRedis, until, redisNames } from "../support/harness.mjs";
+import { cleanup, member, redisNames, said, sleep, startCluster, startNginx, startRedis, until } from "../support/harness.mjs";
 
 describe("behind nginx", () => {
   let cluster;
@@ -57,8 +57,12 @@ describe("scaling out behind nginx", () => {
     const [first, second] = cluster.ports.map((p) => `127.0.0.1:${p}`);
     const nginx = await startNginx({ upstreams: [first] });
 
-    const early = await member(nginx.url, "scale", "early");
+    // Not reconnecting: a connection cut by the reload would stay cut, and show.
+    const early = await member(nginx.url, "scale", "early", { reconnection: false });
     await until("the early client on worker 0", async () => (await cluster.status()).workers[0].connections === 1);
+    const earlyId = early.id;
+    let earlyCuts = 0;
+    early.on("disconnect", () => (earlyCuts += 1));
 
     nginx.reload([first, second]);
     // ip_hash keys on the first three octets of the client address: try clients from
@@ -74,7 +78,12 @@ describe("scaling out behind nginx", () => {
       { timeoutMs: 15_000, everyMs: 10 },
     );
 
-    // The connection made before the reload still works, across workers too.
+    // The reload happened (a new connection reached the added worker). The connection made
+    // before it is the same socket, never cut, and still works, across workers too.
+    await sleep(500);
+    assert.equal(earlyCuts, 0, "the early connection was cut");
+    assert.equal(early.connected, true);
+    assert.equal(early.id, earlyId, "the same socket as before the reload");
     assert.equal((await early.ack("say", { text: "still here after the reload" })).ok, true);
     for (const client of late) await client.next("the early client's message", said("still here after the reload"));
 

@@ -360,7 +360,7 @@ describe("old clients", () => {
   });
 
   test("with --auth jwt, an old client's login can only be the token's user", async () => {
-    const secret = "test-jwt-secret-abcdef";
+    const secret = "test-jwt-secret-abcdef-0123456789ab"; // at least 32 bytes (HS256)
     const b64 = (value) => Buffer.from(JSON.stringify(value)).toString("base64url");
     const head = `${b64({ alg: "HS256", typ: "JWT" })}.${b64({ sub: "ann", exp: Math.floor(Date.now() / 1000) + 600 })}`;
     const token = `${head}.${crypto.createHmac("sha256", secret).update(head).digest("base64url")}`;

@@ -25,11 +25,21 @@ async function api(url, path, body) {
   return { status: response.status, body: await response.json() };
 }
 
-/** A room member on any client library: records `message` events; resolves once joined. */
+/**
+ * A room member on any client library: records `message` events (and how many arguments each
+ * had: a client that takes offsets gets one more), and the `history` event; resolves once
+ * joined.
+ */
 async function roomMember(ioFn, url, room, username, options = {}) {
   const socket = trackClient(ioFn(url, { forceNew: true, reconnectionDelay: 100, transports: ["websocket"], query: { roomid: room }, ...options }));
   socket.received = [];
-  socket.on("message", (m) => socket.received.push(m));
+  socket.argCounts = [];
+  socket.histories = [];
+  socket.on("message", (...args) => {
+    socket.received.push(args[0]);
+    socket.argCounts.push(args.length);
+  });
+  socket.on("history", (h) => socket.histories.push(h));
   await new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`${username} did not connect to ${url}`)), 10_000);
     socket.once("connect", () => {
@@ -85,7 +95,8 @@ describe("old protocols and parsers", () => {
     test(`socket.io-client 2.x over ${transport} with --allow-eio3: rooms, login, chat, push and the old apps`, async () => {
       const redis = await startRedis();
       const hooks = await subscribe(redis.port, "login_message_channel");
-      const cluster = await startCluster({ workers: 2, redisUrl: redis.url, extraArgs: ["--allow-eio3"], env: { CHAT_API_KEY: API_KEY } });
+      // A long presence grace: a member that could recover would stay in the room that long.
+      const cluster = await startCluster({ workers: 2, redisUrl: redis.url, extraArgs: ["--allow-eio3", "--presence-grace-ms", "60000"], env: { CHAT_API_KEY: API_KEY } });
       const v2 = { transports: [transport] };
 
       // Rooms: a 2.x member and a current one on another worker hear each other.
@@ -96,6 +107,10 @@ describe("old protocols and parsers", () => {
       await waitFor("the 2.x say on the other worker", () => newMember.received.some((m) => m.data?.text === "from 2.x"));
       await ask(newMember, "say", { text: "to 2.x" });
       await waitFor("the reply at the 2.x member", () => oldMember.received.some((m) => m.data?.text === "to 2.x"));
+      // A 2.x client cannot recover (no pid in its protocol's CONNECT answer): its room events
+      // carry no offset argument; the current client's carry one.
+      assert.ok(oldMember.argCounts.length >= 2 && oldMember.argCounts.every((n) => n === 1), `2.x arguments: ${oldMember.argCounts}`);
+      assert.ok(newMember.argCounts.length >= 1 && newMember.argCounts.every((n) => n === 2), `4.x arguments: ${newMember.argCounts}`);
 
       // Login and direct messages (today's protocol) over 2.x.
       const ann = trackClient(ioV2(cluster.url(0), { forceNew: true, ...v2 }));
@@ -132,6 +147,11 @@ describe("old protocols and parsers", () => {
       assert.equal((await api(cluster.url(1), "/api", { tokens: ["tok-1"], data: "You shall not pass!!!" })).body.online, 1);
       await tab.until("receive_message", () => tab.received.length === 1);
       assert.deepEqual(tab.received[0], { data: "You shall not pass!!!" });
+
+      // The 2.x member's connection drops (no goodbye): it cannot come back as the same member,
+      // so the room hears its quit at once, not after the presence grace.
+      oldMember.io.engine.close();
+      await waitFor("the 2.x member's quit", () => newMember.received.some((m) => m.event === "broadcast_quit" && m.data?.username === "old-app"));
       for (const c of [oldMember, newMember, ann, bob, tab]) c.disconnect();
       hooks.close();
       await cluster.stop();
@@ -146,6 +166,15 @@ describe("old protocols and parsers", () => {
     const b = await roomMember(io, cluster.url(1), "lobby", "b", { ...withParser, transports: ["polling"] });
     await ask(a, "say", { text: "packed" });
     await waitFor("the say across workers", () => b.received.some((m) => m.data?.text === "packed"));
+    // Room events carry their offset as a second argument, a string, through msgpack too.
+    assert.ok(a.argCounts.length >= 2 && a.argCounts.every((n) => n === 2), `arguments: ${a.argCounts}`);
+    // A newcomer's history arrives through msgpack as the messages themselves.
+    const c = await roomMember(io, cluster.url(1), "lobby", "c", withParser);
+    assert.equal(c.histories.length, 1);
+    assert.deepEqual(
+      c.histories[0].messages.map((m) => m.data.text ?? m.event),
+      ["join", "join", "packed"],
+    );
     const login = await ask(b, "login", { userId: "bee", deviceId: "d" });
     assert.equal(login.ok, true);
     const aLogin = await ask(a, "login", { userId: "ay", deviceId: "d" });
@@ -174,7 +203,20 @@ describe("old protocols and parsers", () => {
       assert.equal(json.active, false);
       json.disconnect();
     }
-    for (const c of [a, b]) c.disconnect();
+
+    // Connection state recovery through msgpack: a's connection drops, b speaks meanwhile; a
+    // comes back as the same socket and gets what it missed, once.
+    const aId = a.id;
+    const reconnected = new Promise((resolve) => a.io.once("reconnect", resolve));
+    a.io.engine.close();
+    await ask(b, "say", { text: "while a was away" });
+    await reconnected;
+    await waitFor("a to be connected", () => a.connected);
+    assert.equal(a.recovered, true);
+    assert.equal(a.id, aId);
+    await waitFor("the missed message", () => a.received.some((m) => m.data?.text === "while a was away"));
+    assert.equal(a.received.filter((m) => m.data?.text === "while a was away").length, 1);
+    for (const member of [a, b, c]) member.disconnect();
     await cluster.stop();
   });
 

@@ -101,16 +101,23 @@ describe("operations: metrics, console, logs", () => {
     }
     const texts = ["one", "two", "three", "four"];
     for (const text of texts) assert.equal((await clients[0].ack("say", { text })).ok, true);
-    await until("every member to receive 5 joins and 4 lines", async () =>
-      clients.every((c) => c.received.filter((m) => m.event === "join").length === 5 && c.received.filter((m) => m.event === "broadcast_say").length === 4));
+    // A member gets the joins before its own in its history event, the others live.
+    await until("every member to see 5 joins and receive 4 lines", async () =>
+      clients.every(
+        (c) =>
+          c.histories === 1 &&
+          [...c.history, ...c.received].filter((m) => m.event === "join").length === 5 &&
+          c.received.filter((m) => m.event === "broadcast_say").length === 4,
+      ));
     // A flood of events the server does not know, from worker 1: some are refused for the rate.
     const answers = await Promise.all(Array.from({ length: 30 }, () => clients[3].ack("ops-unknown", {})));
     const rateLimited = answers.filter((a) => a?.error?.code === "rate_limited").length;
     assert.ok(rateLimited > 0, "the flood went past the rate limit");
     assert.equal(answers.filter((a) => a?.error?.code === "unknown_event").length + rateLimited, 30);
 
-    // 9 room messages, each written to every member: 3 x 9 on worker 0, 2 x 9 on worker 1.
-    const expected = { 0: 27, 1: 18 };
+    // Member i (joined i-th) gets its history event, the joins from its own on (5 - i), and
+    // the 4 lines: 10 + 9 + 8 on worker 0, 7 + 6 on worker 1.
+    const expected = { 0: 27, 1: 13 };
     let after;
     await until("the scrape to show every delivery", async () => {
       after = await scrape();
@@ -128,9 +135,10 @@ describe("operations: metrics, console, logs", () => {
     assert.equal(delta("chat_events_received_total", w(1, { event: "other" })), 30);
     assert.equal(delta("chat_dropped_total", w(1, { reason: "rate_limited" })), rateLimited);
     assert.equal(delta("chat_dropped_total", w(0, { reason: "rate_limited" })), 0);
-    // Redis took every room frame once; each worker hears all nine (its own included).
-    assert.equal(delta("chat_bus_published_total", w(0)), 7);
-    assert.equal(delta("chat_bus_published_total", w(1)), 2);
+    // Redis took every line once (joins are published by their scripts); each worker hears
+    // all nine frames (its own included).
+    assert.equal(delta("chat_bus_published_total", w(0)), 4);
+    assert.equal(delta("chat_bus_published_total", w(1)), 0);
     for (const id of [0, 1]) {
       assert.equal(delta("chat_bus_received_total", w(id)), 9);
       assert.equal(sample(after, "chat_redis_up", w(id)), 1);

@@ -8,7 +8,7 @@ import { chatClient, cleanup, member, redisCommand, startCluster, startRedis, un
 import { person } from "../support/people.mjs";
 
 const API_KEY = "test-key-0123456789";
-const JWT_SECRET = "test-jwt-secret-abcdef";
+const JWT_SECRET = "test-jwt-secret-abcdef-0123456789ab"; // at least 32 bytes (HS256)
 const settle = () => new Promise((resolve) => setTimeout(resolve, 300));
 
 async function redisInt(port, ...args) {

@@ -4,7 +4,7 @@
 
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { startRedis, startWorker, chatClient, member, said, until, cleanup } from "../support/harness.mjs";
+import { startRedis, startWorker, member, said, until, cleanup } from "../support/harness.mjs";
 import { startDelayProxy } from "../support/delay-proxy.mjs";
 import { person } from "../support/people.mjs";
 
@@ -27,16 +27,16 @@ describe("subscriptions are confirmed before a socket relies on them", () => {
     redis = await startRedis();
   });
 
-  test("a room's first member on a worker behind a slow link receives what is said right after its connect", async () => {
+  test("a room's first member on a worker behind a slow link receives what is said right after its join", async () => {
     const proxy = await startDelayProxy(redis.port, { delayMs: DELAY_MS, delayed: "all" });
     const near = await readyWorker(redis.url);
     const far = await readyWorker(proxy.url);
     for (let round = 0; round < ROUNDS; round++) {
       const room = `slow-${round}`;
       const speaker = await member(near.url, room, "ann");
-      // A new room on `far` each round: the listener is its first member there.
-      const listener = chatClient(far.url, { roomid: room });
-      await listener.connected_();
+      // A new room on `far` each round: the listener is its first member there. Its join is
+      // acknowledged once it is in the room.
+      const listener = await member(far.url, room, "bob");
       const text = `said at once ${round}`;
       const ack = await speaker.ack("say", { text });
       assert.equal(ack.ok, true);

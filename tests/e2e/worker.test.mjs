@@ -37,4 +37,34 @@ describe("a worker alone", () => {
     assert.deepEqual({ code, signal }, { code: 0, signal: null }, "a worker stopped by SIGTERM exits 0");
     await within("both clients to be disconnected", Promise.all(disconnects));
   });
+
+  test("limits set by its flags: the rate budget, unknown events included, and the message size", async () => {
+    const worker = await startWorker({
+      redisUrl: `redis://127.0.0.1:${await freePort()}`,
+      // 4096 bytes hold any text of 250 characters however it is escaped (12 × 250 + 640), and
+      // any free-form object of 1152 bytes (3 × 1152 + 640).
+      extraArgs: ["--rate-per-sec", "1", "--rate-burst", "3", "--max-message-bytes", "4096", "--max-text-chars", "250", "--max-object-bytes", "1152"],
+    });
+    // The join spends one event of ann's burst of 3, an unknown event the second.
+    const ann = await member(worker.url, "limits", "ann", { reconnection: false });
+    const bob = await member(worker.url, "limits", "bob", { reconnection: false });
+    assert.equal((await ann.ack("nope", {})).error.code, "unknown_event");
+    assert.equal((await ann.ack("say", { text: "one" })).ok, true);
+    const refused = await ann.ack("say", { text: "two" });
+    assert.equal(refused.error?.code, "rate_limited", JSON.stringify(refused));
+    assert.match(refused.error.message, /at most 1 per second/);
+    // bob's budget is his own; up to his own message, he heard exactly ann's accepted one.
+    assert.equal((await bob.ack("say", { text: "mine" })).ok, true);
+    await bob.next("bob's own message", said("mine"));
+    const fromAnn = bob.received.filter((m) => m.event === "broadcast_say" && m.data.username === "ann").map((m) => m.data.text);
+    assert.deepEqual(fromAnn, ["one"]);
+
+    // A websocket message over --max-message-bytes closes that connection only.
+    const cut = new Promise((resolve) => ann.once("disconnect", resolve));
+    ann.emit("say", { text: "x".repeat(5000) });
+    await within("the oversized sender to be cut off", cut);
+    assert.equal((await bob.ack("say", { text: "unaffected" })).ok, true);
+    bob.disconnect();
+    await worker.stop();
+  });
 });

@@ -74,7 +74,11 @@ export async function cleanup() {
       // Already gone.
     }
   }
-  await Promise.race([Promise.all(exits), sleep(5000)]);
+  // Bounded, and the bound's timer cleared: a pending timer would keep the test file's process
+  // alive for its full 5 s after the last test.
+  let timer;
+  await Promise.race([Promise.all(exits), new Promise((resolve) => (timer = setTimeout(resolve, 5000)))]);
+  clearTimeout(timer);
   for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
   tempDirs.clear();
   started.length = 0;
@@ -415,12 +419,12 @@ export async function startCluster({ workers = 2, redisUrl, extraArgs = [], env 
 }
 
 /** `chat-cluster worker` alone on a free port; ready once `/monitor` answers 200. */
-export async function startWorker({ redisUrl, extraArgs = [] }) {
+export async function startWorker({ redisUrl, extraArgs = [], env = {} }) {
   const port = await freePort();
   const child = track(
     spawn(requireBinary(), ["worker", "--port", String(port), "--redis-url", redisUrl, "--shutdown-grace-ms", "2000", ...extraArgs], {
       stdio: ["ignore", "ignore", "pipe"],
-      env: withoutWorkerSettings(),
+      env: { ...withoutWorkerSettings(), ...env },
     }),
     `worker:${port}`,
   );
@@ -503,9 +507,24 @@ export function chatClient(url, { roomid, username, ...options } = {}) {
     received.push(message);
     arrivals.emit("message", message);
   });
+  // The room's recent messages, sent once after a join (oldest first).
+  const history = [];
+  socket.on("history", (payload) => {
+    history.push(...(payload?.messages ?? []));
+    socket.histories = (socket.histories ?? 0) + 1;
+    arrivals.emit("message", null);
+  });
   socket.joins = 0;
+  socket.recoveries = 0;
   if (username) {
     socket.on("connect", () => {
+      // A recovered session is still in its room (socket.io connection state recovery): no
+      // join, as the page does.
+      if (socket.recovered) {
+        socket.recoveries += 1;
+        socket.joins += 1;
+        return;
+      }
       socket.emit("join", { username }, (ack) => {
         if (ack?.ok) socket.joins += 1;
       });
@@ -513,6 +532,7 @@ export function chatClient(url, { roomid, username, ...options } = {}) {
   }
   return Object.assign(socket, {
     received,
+    history,
     /** The first message, already received or coming, that matches. */
     next(what, predicate, timeoutMs = WAIT_MS) {
       const seen = received.find(predicate);
@@ -557,8 +577,10 @@ export async function member(url, roomid, username, options = {}) {
   await client.connected_();
   const ack = await client.ack("join", { username });
   if (!ack?.ok) throw new Error(`join refused: ${JSON.stringify(ack)}`);
-  // Re-join after automatic reconnections, as the page does.
-  client.on("connect", () => client.emit("join", { username }));
+  // Re-join after automatic reconnections that did not recover the session, as the page does.
+  client.on("connect", () => {
+    if (!client.recovered) client.emit("join", { username });
+  });
   return client;
 }
 

@@ -17,8 +17,14 @@ import time
 import socketio
 
 
+_print_lock = threading.Lock()
+
+
 def say(event, **fields):
-    print(json.dumps({"event": event, **fields}), flush=True)
+    # The sync client calls handlers from several threads: one whole line at a time.
+    line = json.dumps({"event": event, **fields})
+    with _print_lock:
+        print(line, flush=True)
 
 
 def run_sync(url, room, username, transport, seconds):

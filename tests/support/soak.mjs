@@ -18,9 +18,8 @@ export function rssKib(pid) {
   }
 }
 
-async function workerPids(statusUrl) {
-  const status = await (await fetch(statusUrl, { signal: AbortSignal.timeout(3000) })).json();
-  return status.workers.map((w) => w.pid);
+async function clusterStatus(statusUrl) {
+  return (await fetch(statusUrl, { signal: AbortSignal.timeout(3000) })).json();
 }
 
 /** One client: joins room `n % ROOMS` and counts what it receives. */
@@ -33,7 +32,7 @@ function client(urls, n, counts) {
       query: { roomid: `soak${n % ROOMS}` },
     }),
   );
-  socket.on("connect", () => socket.emit("join", { username: `s${n}` }));
+  socket.on("connect", () => socket.emit("join", { username: `s${n}` }, (answer) => (socket.joined = answer?.ok === true)));
   socket.on("message", () => (counts.received += 1));
   socket.on("connect_error", () => (counts.connectErrors += 1));
   return socket;
@@ -43,9 +42,10 @@ function client(urls, n, counts) {
  * Runs the soak and resolves with its summary. `onSample` gets one object per second.
  * Bounded: `seconds` of churn, plus at most 10 s to connect and 5 s to settle.
  */
-export async function soak({ urls, statusUrl, clients = 200, seconds = 30, churnPerSec = 10, saysPerSec = 50, onSample = () => {} }) {
+export async function soak({ urls, statusUrl, clients = 200, seconds = 30, churnPerSec = 10, saysPerSec = 50, prefillPerRoom = 0, onSample = () => {} }) {
   const counts = { received: 0, said: 0, connectErrors: 0, churned: 0 };
-  const pids = await workerPids(statusUrl);
+  const before = await clusterStatus(statusUrl);
+  const pids = before.workers.map((w) => w.pid);
   const rss = () => pids.map(rssKib);
   const idle = rss();
 
@@ -55,10 +55,18 @@ export async function soak({ urls, statusUrl, clients = 200, seconds = 30, churn
   const deadline = Date.now() + 10_000;
   while (live.some((s) => !s.connected) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
   const connected = live.filter((s) => s.connected).length;
+  // Fills each room's history first, so that joins during the run already carry a full page:
+  // the memory a join's history takes is then part of the warm level, not growth.
+  while (live.some((s) => s.connected && !s.joined) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  for (let room = 0; room < Math.min(ROOMS, live.length); room++) {
+    for (let i = 0; i < prefillPerRoom; i++) live[room].emit("say", { text: `prefill ${room}.${i}` });
+  }
+  if (prefillPerRoom > 0) await new Promise((r) => setTimeout(r, 1000));
   // Warm-up: a few seconds of traffic before the reference sample.
   const samples = [];
   const started = Date.now();
   let warm = null;
+  let churnedAtWarm = 0;
   for (let second = 0; second < seconds; second++) {
     const tickEnd = Date.now() + 1000;
     for (let i = 0; i < churnPerSec; i++) {
@@ -78,14 +86,26 @@ export async function soak({ urls, statusUrl, clients = 200, seconds = 30, churn
     const sample = { t: Math.round((Date.now() - started) / 1000), clients: live.filter((s) => s.connected).length, rss_kib: rss(), ...counts };
     samples.push(sample);
     onSample(sample);
-    if (second === Math.min(2, seconds - 1)) warm = sample.rss_kib;
+    if (second === Math.min(2, seconds - 1)) {
+      warm = sample.rss_kib;
+      churnedAtWarm = counts.churned;
+    }
   }
   const loaded = rss();
   for (const s of live) s.disconnect();
   await new Promise((r) => setTimeout(r, 5000));
   const after = rss();
+  // The same processes all along (a crashed worker's RSS would read 0, or its successor's),
+  // and every count back to zero once every client left.
+  const end = await clusterStatus(statusUrl);
   const sum = (list) => list.reduce((a, b) => a + b, 0);
   return {
+    pids: { start: pids, end: end.workers.map((w) => w.pid) },
+    restarts: sum(end.workers.map((w) => w.restarts)) - sum(before.workers.map((w) => w.restarts)),
+    after_disconnect: { connections: end.total_connections, rooms: sum(end.workers.map((w) => w.rooms)) },
+    /** The smallest RSS any worker showed in any sample: 0 means a worker was gone. */
+    min_worker_rss_kib: Math.min(...samples.flatMap((s) => s.rss_kib), ...after),
+    churned_after_warm: counts.churned - churnedAtWarm,
     clients,
     connected,
     seconds,

@@ -3,6 +3,7 @@
 //! generator is visible instead of being mistaken for a slow server.
 
 pub mod conn;
+pub mod dm;
 pub mod fanout;
 pub mod floor;
 pub mod idle;

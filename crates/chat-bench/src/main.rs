@@ -3,7 +3,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use chat_bench::{
-    bounded_seconds, fanout, idle, loopback_sources, print_report, print_rows, storm,
+    bounded_seconds, dm, fanout, idle, loopback_sources, print_report, print_rows, storm,
 };
 
 /// Longest sending, draining, holding or waiting time any flag may ask for.
@@ -24,6 +24,22 @@ const RAMP_COLUMNS: &[&str] = &[
     "generator_busy",
     "server_cpu_us_per_delivery",
     "server_user_us_per_delivery",
+    "redis_cores",
+    "verdict",
+];
+/// The columns of the direct-message scenario's step table.
+const DM_COLUMNS: &[&str] = &[
+    "step",
+    "rate_per_sender",
+    "offered_per_sec",
+    "acked_per_sec",
+    "lost",
+    "ack_ms_p50",
+    "ack_ms_p99",
+    "delivery_ms_p99",
+    "generator_busy",
+    "server_cpu_us_per_message",
+    "redis_cores",
     "verdict",
 ];
 use clap::{Parser, Subcommand};
@@ -66,6 +82,9 @@ enum Scenario {
         /// Comma-separated pids of the server processes (workers, Redis) to charge CPU to.
         #[arg(long, value_delimiter = ',')]
         server_pids: Vec<u32>,
+        /// Comma-separated pids of the Redis servers among them, also reported apart.
+        #[arg(long, value_delimiter = ',')]
+        redis_pids: Vec<u32>,
         /// The target is the bare-websocket floor (`chat-bench floor`), not socket.io.
         #[arg(long)]
         raw: bool,
@@ -73,11 +92,56 @@ enum Scenario {
         /// 2026-11-22; by default each sender has its own phase.
         #[arg(long)]
         aligned: bool,
+        /// Every member of a room connects to the same target, so no delivery crosses to
+        /// another worker (the placement before 2026-11-30); by default a room's members
+        /// alternate over the targets.
+        #[arg(long)]
+        local_rooms: bool,
+        /// The server's --history-size: joins older than a member's full history are not
+        /// counted lost (0: the server sends no history).
+        #[arg(long, default_value_t = 50)]
+        history_size: usize,
         /// Ramp: comma-separated `say`/s per sender, one step of --duration-secs each on the
         /// same connections, stopping at the first step that does not hold.
         #[arg(long, value_delimiter = ',')]
         ramp: Vec<f64>,
         /// A ramp step holds if its p99 latency is at most this and nothing is lost.
+        #[arg(long, default_value_t = 50.0)]
+        p99_limit_ms: f64,
+    },
+    /// S senders and R recipients logged in as users; each sender sends direct messages
+    /// (`chat`) to the recipients in turn: acknowledged sends per second, the sender's ack
+    /// latency, delivery, loss, server and Redis CPU per message.
+    Dm {
+        /// Comma-separated host:port of workers.
+        #[arg(long, value_delimiter = ',', required = true)]
+        target: Vec<SocketAddr>,
+        #[arg(long, default_value_t = 100)]
+        senders: usize,
+        #[arg(long, default_value_t = 100)]
+        recipients: usize,
+        /// `chat` per second per sender; several (comma-separated): a ramp, one step each on
+        /// the same connections, stopping at the first step that does not hold.
+        #[arg(long, value_delimiter = ',', default_value = "2")]
+        rate: Vec<f64>,
+        #[arg(long, default_value_t = 10.0)]
+        duration_secs: f64,
+        #[arg(long, default_value_t = 5.0)]
+        drain_secs: f64,
+        /// Spread connections over this many 127.0.N.1 source addresses (0: default address).
+        #[arg(long, default_value_t = 0)]
+        sources: usize,
+        /// User ids are `<prefix>s<i>` and `<prefix>r<j>`.
+        #[arg(long, default_value = "bench-")]
+        user_prefix: String,
+        /// Comma-separated pids of the server processes (workers, Redis) to charge CPU to.
+        #[arg(long, value_delimiter = ',')]
+        server_pids: Vec<u32>,
+        /// Comma-separated pids of the Redis servers among them, also reported apart.
+        #[arg(long, value_delimiter = ',')]
+        redis_pids: Vec<u32>,
+        /// A step holds if the p99 of the sender's ack is at most this, and every send was
+        /// acknowledged and delivered.
         #[arg(long, default_value_t = 50.0)]
         p99_limit_ms: f64,
     },
@@ -165,8 +229,11 @@ fn main() -> anyhow::Result<()> {
                 sources,
                 room_prefix,
                 server_pids,
+                redis_pids,
                 raw,
                 aligned,
+                local_rooms,
+                history_size,
                 ramp,
                 p99_limit_ms,
             } => {
@@ -187,8 +254,11 @@ fn main() -> anyhow::Result<()> {
                     },
                     room_prefix,
                     server_pids,
+                    redis_pids,
                     raw,
                     aligned,
+                    local_rooms,
+                    history_size,
                 };
                 anyhow::ensure!(
                     ramp.len() <= MAX_RAMP_STEPS,
@@ -206,6 +276,49 @@ fn main() -> anyhow::Result<()> {
                     print_report(&report);
                     print_rows(&report.steps, RAMP_COLUMNS);
                 }
+            }
+            Scenario::Dm {
+                target,
+                senders,
+                recipients,
+                rate,
+                duration_secs,
+                drain_secs,
+                sources,
+                user_prefix,
+                server_pids,
+                redis_pids,
+                p99_limit_ms,
+            } => {
+                ensure_loopback(&target)?;
+                ensure_bounded(senders.saturating_add(recipients))?;
+                anyhow::ensure!(
+                    rate.len() <= MAX_RAMP_STEPS,
+                    "at most {MAX_RAMP_STEPS} rates"
+                );
+                let report = dm::run(dm::DmConfig {
+                    targets: target,
+                    senders,
+                    recipients,
+                    rates: rate,
+                    duration: bounded_seconds(duration_secs, MAX_RUN_SECS),
+                    drain: bounded_seconds(drain_secs, MAX_RUN_SECS),
+                    sources: if sources == 0 {
+                        Vec::new()
+                    } else {
+                        loopback_sources(sources)
+                    },
+                    user_prefix,
+                    server_pids,
+                    redis_pids,
+                    run: std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64),
+                    p99_limit_ms,
+                })
+                .await?;
+                print_report(&report);
+                print_rows(&report.steps, DM_COLUMNS);
             }
             // Served above, on its own single-threaded runtime.
             Scenario::Floor { .. } => {}

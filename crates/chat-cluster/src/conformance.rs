@@ -4,8 +4,9 @@
 //! `message-with-ack`, and a bare engine.io echo at `/engine.io/`; 300/200 ms ping interval and
 //! timeout, 1 s connect timeout, 1,000,000-byte payloads.
 //!
-//! The socket.io side is built by the workers' own `chat_worker::server::socket_io`, from
-//! `WorkerSettings`, so the suites test the engine configuration the product runs with.
+//! The socket.io side is built by the workers' own `chat_worker::server::socket_io_builder`, from
+//! `WorkerSettings`, so the suites test the engine configuration the product runs with (all but
+//! its refusal of binary attachments, which the suites send).
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -40,7 +41,7 @@ pub async fn serve(
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let settings = settings();
-    let (socket_io_layer, io) = chat_worker::server::socket_io(&settings);
+    let (socket_io_layer, io) = chat_worker::server::socket_io_builder(&settings).build_layer();
     for namespace in ["/", "/custom"] {
         io.ns(namespace, on_connect);
     }

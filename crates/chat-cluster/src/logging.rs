@@ -20,8 +20,21 @@ use tracing_subscriber::{
 
 /// Installs the global subscriber. `identity` is the `worker` of JSON lines.
 pub fn init(format: LogFormat, identity: String) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fred=error"));
+    // Libraries are kept quiet unless RUST_LOG names them: fred below error (Redis outages are
+    // logged by the bus), socketioxide off, because it logs what clients send at error level,
+    // one line per frame (a client that never reads and asks for unknown namespaces wrote
+    // 96,288 lines in 3 s); the worker counts refusals instead (chat-worker's `edge::counters`).
+    const QUIET_LIBRARIES: [&str; 2] = ["fred=error", "socketioxide=off"];
+    let given = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned());
+    let mut directives = vec![given.clone()];
+    for quiet in QUIET_LIBRARIES {
+        let library = quiet.split('=').next().unwrap_or(quiet);
+        if !given.contains(library) {
+            directives.push(quiet.to_owned());
+        }
+    }
+    let filter = tracing_subscriber::EnvFilter::try_new(directives.join(","))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fred=error,socketioxide=off"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

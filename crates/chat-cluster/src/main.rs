@@ -17,11 +17,12 @@ fn main() -> ExitCode {
     match cli::run(cli, &matches) {
         Ok(code) => code,
         Err(err) => {
-            // One report with the whole chain of causes; a plain line too, unless stderr carries
-            // JSON lines only.
-            tracing::error!("{err:#}");
+            // One line with the whole chain of causes: plain text, or a JSON line when stderr
+            // carries JSON lines only (logging it as well would say it twice).
             if log_format == chat_supervisor::LogFormat::Text {
                 eprintln!("chat-cluster: {err:#}");
+            } else {
+                tracing::error!("{err:#}");
             }
             ExitCode::FAILURE
         }

@@ -1,12 +1,19 @@
-//! A seconds-long smoke of each load scenario against real processes: it checks the load
-//! generator and its accounting (every expected delivery is delivered or counted lost, nothing
-//! foreign, nothing twice), not the speed, which BENCHMARKS.md measures.
+//! A seconds-long smoke of each load scenario against real processes, and of each peer server
+//! `scripts/bench.sh` measures the product against (the stock socketioxide server and node with
+//! the official Redis adapter): it checks the load generator and its accounting (every
+//! expected delivery is delivered or counted lost, nothing foreign, nothing twice), not the
+//! speed, which BENCHMARKS.md measures.
 
 mod support;
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Duration,
+};
 
-use chat_bench::{fanout, idle, loopback_sources, storm};
+use chat_bench::{dm, fanout, idle, loopback_sources, storm};
 use support::{Redis, Supervisor};
 
 fn worker_targets(supervisor: &Supervisor) -> Vec<SocketAddr> {
@@ -68,13 +75,201 @@ async fn fanout_accounts_for_every_delivery() {
         sources: loopback_sources(4),
         room_prefix: "smoke-".into(),
         server_pids: Vec::new(),
+        redis_pids: Vec::new(),
         raw: false,
         aligned: false,
+        local_rooms: false,
+        history_size: 50,
     })
     .await
     .expect("fanout runs");
     assert_accounted(&report, 40, 10);
+    assert_joins_accounted(&report);
+    assert_eq!(report.joins.joins_lost, 0, "{:?}", report.joins);
     assert!(report.deliveries.latency_ms_max >= report.deliveries.latency_ms_p50);
+}
+
+/// The repository's root (peers live under bench/).
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Two peer processes, one per port, each given `PORT` and `REDIS_URL`, their output dropped
+/// (the accounting is checked from the clients' side); waits until both accept.
+fn start_peers(
+    name: &str,
+    command: impl Fn() -> Command,
+    redis: &Redis,
+) -> (Vec<support::ChildGuard>, Vec<SocketAddr>) {
+    let base = support::free_port_range(2);
+    let ports = [base, base + 1];
+    let guards = ports
+        .iter()
+        .map(|port| support::ChildGuard {
+            child: command()
+                .env("PORT", port.to_string())
+                .env("REDIS_URL", redis.url())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|err| panic!("start {name}: {err}")),
+            name: name.to_owned(),
+        })
+        .collect();
+    support::wait_until(
+        &format!("both {name} processes to listen"),
+        support::WAIT,
+        || {
+            ports
+                .iter()
+                .all(|port| std::net::TcpStream::connect(("127.0.0.1", *port)).is_ok())
+        },
+    );
+    let targets = ports
+        .iter()
+        .map(|port| SocketAddr::from(([127, 0, 0, 1], *port)))
+        .collect();
+    (guards, targets)
+}
+
+/// 40 clients of a peer's two processes in 4 rooms that span both, 8 senders at 5/s for a
+/// second, after the join burst.
+async fn fanout_against_peer(targets: Vec<SocketAddr>) -> fanout::FanoutReport {
+    fanout::run(fanout::FanoutConfig {
+        targets,
+        clients: 40,
+        rooms: 4,
+        senders: 8,
+        rate: 5.0,
+        duration: Duration::from_secs(1),
+        drain: Duration::from_secs(3),
+        sources: loopback_sources(4),
+        room_prefix: "peer-".into(),
+        server_pids: Vec::new(),
+        redis_pids: Vec::new(),
+        raw: false,
+        aligned: false,
+        local_rooms: false,
+        history_size: 50,
+    })
+    .await
+    .expect("fanout against the peer runs")
+}
+
+/// Every client joined, and every join of the burst was delivered or counted lost: each of the
+/// 40 was expected at the 10 members of its room, nothing foreign, nothing twice.
+fn assert_joins_accounted(report: &fanout::FanoutReport) {
+    let joins = &report.joins;
+    assert_eq!(
+        (joins.joins_sent, joins.joins_expected),
+        (40, 400),
+        "{joins:?}"
+    );
+    assert_eq!(
+        joins.joins_delivered + joins.joins_lost,
+        joins.joins_expected,
+        "{joins:?}"
+    );
+    assert!(joins.joins_delivered > 0, "{joins:?}");
+    assert!(joins.joins_arrived_late <= joins.joins_lost, "{joins:?}");
+    assert_eq!(
+        (joins.joins_duplicated, joins.joins_foreign),
+        (0, 0),
+        "{joins:?}"
+    );
+}
+
+/// The stock socketioxide + socketioxide-redis (fred) peer, built from bench/socketioxide-peer
+/// by scripts/test.sh (`CHAT_SOCKETIOXIDE_PEER` names another build): the `say` traffic is
+/// accounted and, at this trickle, nothing is lost; the join burst is accounted, and what its
+/// fred channel drops under the burst (it holds 32 messages) is counted lost, not asserted away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stock_socketioxide_peer_is_accounted_the_same_way() {
+    let binary = std::env::var_os("CHAT_SOCKETIOXIDE_PEER").map_or_else(
+        || {
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map_or_else(|| repo_root().join("target"), PathBuf::from);
+            target.join("debug/socketioxide-peer")
+        },
+        PathBuf::from,
+    );
+    assert!(
+        binary.exists(),
+        "{} is missing: build it with `cargo build --locked --manifest-path \
+         bench/socketioxide-peer/Cargo.toml --target-dir target` (scripts/test.sh does)",
+        binary.display()
+    );
+    let redis = Redis::start();
+    let (_peers, targets) = start_peers("socketioxide-peer", || Command::new(&binary), &redis);
+    let report = fanout_against_peer(targets).await;
+    assert_accounted(&report, 40, 10);
+    assert_joins_accounted(&report);
+    eprintln!("socketioxide peer: join burst {:?}", report.joins);
+}
+
+/// node socket.io with @socket.io/redis-adapter (bench/node-adapter-peer, its packages
+/// installed by scripts/test.sh with `npm ci`): everything accounted, nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_adapter_peer_is_accounted_the_same_way() {
+    let dir = repo_root().join("bench/node-adapter-peer");
+    assert!(
+        dir.join("node_modules/@socket.io/redis-adapter").exists(),
+        "run `npm ci` in {} (scripts/test.sh does)",
+        dir.display()
+    );
+    let redis = Redis::start();
+    let (_peers, targets) = start_peers(
+        "node-adapter-peer",
+        || {
+            let mut node = Command::new("node");
+            node.arg("server.js").current_dir(&dir);
+            node
+        },
+        &redis,
+    );
+    let report = fanout_against_peer(targets).await;
+    assert_accounted(&report, 40, 10);
+    assert_joins_accounted(&report);
+    assert_eq!(report.joins.joins_lost, 0, "{:?}", report.joins);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dm_accounts_for_every_message() {
+    let redis = Redis::start();
+    let supervisor = Supervisor::start(2, &redis.url());
+    ready(&supervisor);
+    let report = dm::run(dm::DmConfig {
+        targets: worker_targets(&supervisor),
+        senders: 4,
+        recipients: 3,
+        // Within the default per-sender bound (5/s, burst 20).
+        rates: vec![2.0, 4.0],
+        duration: Duration::from_secs(1),
+        drain: Duration::from_secs(3),
+        sources: loopback_sources(4),
+        user_prefix: "smoke-".into(),
+        server_pids: Vec::new(),
+        redis_pids: redis.pid().into_iter().collect(),
+        run: 1,
+        p99_limit_ms: 1000.0,
+    })
+    .await
+    .expect("dm runs");
+    assert_eq!(
+        (report.connected, report.connect_failures),
+        (7, 0),
+        "{report:?}"
+    );
+    assert_eq!(report.steps.len(), 2, "{report:?}");
+    for step in &report.steps {
+        assert!(step.sent > 0, "{step:?}");
+        assert_eq!(step.acked, step.sent, "every send acknowledged: {step:?}");
+        assert_eq!((step.lost, step.unanswered), (0, 0), "{step:?}");
+        assert!(step.refused.is_empty(), "{step:?}");
+        assert!(step.held, "{step:?}");
+        assert!(step.redis_cpu_seconds >= 0.0 && step.ack_ms_max >= step.ack_ms_p50);
+    }
+    assert_eq!(report.best_step, Some(1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,8 +332,11 @@ fn floor_config(addr: SocketAddr, rate: f64) -> fanout::FanoutConfig {
         sources: Vec::new(),
         room_prefix: "floor-".into(),
         server_pids: Vec::new(),
+        redis_pids: Vec::new(),
         raw: true,
         aligned: false,
+        local_rooms: false,
+        history_size: 50,
     }
 }
 
@@ -162,8 +360,11 @@ async fn ramp_accounts_every_step_on_the_same_connections() {
             sources: loopback_sources(4),
             room_prefix: "ramp-".into(),
             server_pids: Vec::new(),
+            redis_pids: Vec::new(),
             raw: false,
             aligned: false,
+            local_rooms: false,
+            history_size: 50,
         },
         rates: vec![2.0, 4.0],
         // Generous: the smoke checks the accounting, not the speed.

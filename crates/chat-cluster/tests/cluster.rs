@@ -24,7 +24,7 @@ async fn member(port: u16, room: &str, name: &str) -> Client {
         .emit_with_ack("join", &json!({ "username": name }), ACK_WAIT)
         .await
         .expect("join ack");
-    assert_eq!(ack, json!({ "ok": true }));
+    assert_eq!(ack["ok"], json!(true), "{ack}");
     client
 }
 
@@ -168,6 +168,7 @@ async fn the_supervisor_counts_respawns_killed_workers_and_stops_cleanly() {
     let supervisor = Supervisor::start(2, &redis.url());
     // Both ready lines, in whichever order the workers finish starting.
     let mut ready = std::collections::BTreeSet::new();
+    let started = std::time::Instant::now();
     while ready.len() < 2 {
         let line = supervisor.wait_line("worker_ready", |l| l["event"] == "worker_ready");
         ready.insert(line["id"].as_u64().expect("id"));
@@ -189,15 +190,23 @@ async fn the_supervisor_counts_respawns_killed_workers_and_stops_cleanly() {
     assert_eq!(ports, vec![supervisor.base_port, supervisor.base_port + 1]);
 
     let mut ann = member(ports[0], "sup", "ann").await;
+    let mut amy = member(ports[0], "sup2", "amy").await;
     let mut bob = member(ports[1], "sup", "bob").await;
     let _carl = member(ports[1], "sup", "carl").await;
-    wait_until("/status to count 3 connections", WAIT, || {
+    wait_until("/status to count 4 connections", WAIT, || {
         let status = supervisor.status();
-        status["total_connections"] == 3
-            && status["workers"][0]["connections"] == 1
+        status["total_connections"] == 4
+            && status["workers"][0]["connections"] == 2
             && status["workers"][1]["connections"] == 2
-            && status["workers"][0]["rooms"] == 1
+            && status["workers"][0]["rooms"] == 2
     });
+    // A worker that dies within 5 s of its start is respawned after a 250 ms backoff: the
+    // window in which /status shows the dead worker's slot.
+    let ran_for = started.elapsed();
+    assert!(
+        ran_for < Duration::from_secs(4),
+        "worker 0 ran {ran_for:?} before the kill; the backoff window needs under 5 s"
+    );
 
     let old_pid = status["workers"][0]["pid"].as_u64().expect("pid") as u32;
     nix::sys::signal::kill(
@@ -208,6 +217,20 @@ async fn the_supervisor_counts_respawns_killed_workers_and_stops_cleanly() {
     supervisor.wait_line("worker_exited", |l| {
         l["event"] == "worker_exited" && l["pid"] == old_pid
     });
+    let dead = supervisor.status();
+    assert!(!process_alive(old_pid), "the killed worker is gone");
+    let slot = &dead["workers"][0];
+    assert_eq!(
+        (
+            &slot["pid"],
+            &slot["state"],
+            &slot["connections"],
+            &slot["rooms"]
+        ),
+        (&json!(0), &json!("down"), &json!(0), &json!(0)),
+        "right after worker_exited, before the respawn: {slot}"
+    );
+    assert_eq!(dead["total_connections"], 2, "only bob and carl");
     let ready = supervisor.wait_line("worker_ready after respawn", |l| {
         l["event"] == "worker_ready" && l["id"] == 0
     });
@@ -223,6 +246,9 @@ async fn the_supervisor_counts_respawns_killed_workers_and_stops_cleanly() {
     ann.closed(WAIT)
         .await
         .expect("ann's connection died with its worker");
+    amy.closed(WAIT)
+        .await
+        .expect("amy's connection died with its worker");
 
     // The respawned worker serves on the same port and rooms still span workers.
     let mut ann = member(ports[0], "sup", "ann").await;
@@ -239,6 +265,7 @@ async fn the_supervisor_counts_respawns_killed_workers_and_stops_cleanly() {
         .map(|w| w["pid"].as_u64().expect("pid") as u32)
         .collect();
     let mut supervisor = supervisor;
+    let stopping = std::time::Instant::now();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(supervisor.guard.pid() as i32),
         nix::sys::signal::Signal::SIGTERM,
@@ -247,7 +274,28 @@ async fn the_supervisor_counts_respawns_killed_workers_and_stops_cleanly() {
     bob.closed(WAIT)
         .await
         .expect("clients are closed on shutdown");
-    supervisor.wait_line("stopped", |l| l["event"] == "stopped");
+    // A clean drain, not the SIGKILL fallback after the grace period (2 s here, plus a 2 s
+    // margin): every worker exits by itself with code 0, and sooner than the grace.
+    let mut exits = Vec::new();
+    loop {
+        let line = supervisor.wait_line("worker_exited or stopped", |l| {
+            l["event"] == "worker_exited" || l["event"] == "stopped"
+        });
+        if line["event"] == "stopped" {
+            break;
+        }
+        exits.push(line["status"].clone());
+    }
+    let took = stopping.elapsed();
+    assert_eq!(
+        exits,
+        vec![json!("exit code 0"); 2],
+        "how the workers exited"
+    );
+    assert!(
+        took < Duration::from_secs(2),
+        "the stop took {took:?}, not less than the 2 s grace"
+    );
     let exit = supervisor
         .guard
         .child
@@ -259,11 +307,49 @@ async fn the_supervisor_counts_respawns_killed_workers_and_stops_cleanly() {
     }
 }
 
+/// A TCP listener on a stopped Redis's port that accepts each connection and closes it at
+/// once, recording when: every connection attempt of the workers shows here.
+struct AttemptRecorder {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<std::time::Instant>>,
+}
+
+impl AttemptRecorder {
+    fn listen(port: u16) -> Self {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind Redis's port");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut attempts = Vec::new();
+            while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((connection, _)) => {
+                        attempts.push(std::time::Instant::now());
+                        drop(connection);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(1)),
+                }
+            }
+            attempts
+        });
+        Self { stop, thread }
+    }
+
+    /// Stops listening (the port is free again) and returns the attempts' times.
+    fn finish(self) -> Vec<std::time::Instant> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("the recorder thread")
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_unreachable_at_start_degrades_without_a_crash_loop() {
     let mut redis = Redis::start();
     redis.stop();
+    let recorder = AttemptRecorder::listen(redis.port);
     let supervisor = Supervisor::start(2, &redis.url());
+    let watch_from = std::time::Instant::now();
     let ports = [supervisor.base_port, supervisor.base_port + 1];
     for port in ports {
         wait_until(
@@ -275,22 +361,71 @@ async fn redis_unreachable_at_start_degrades_without_a_crash_loop() {
             },
         );
     }
-    // Local rooms work meanwhile, and no worker was restarted over the missing Redis.
+    let pids = |status: &Value| -> Vec<u64> {
+        status["workers"]
+            .as_array()
+            .expect("workers")
+            .iter()
+            .map(|w| w["pid"].as_u64().expect("pid"))
+            .collect()
+    };
+    let first_pids = pids(&supervisor.status());
+    // Local rooms work meanwhile.
     let mut one = member(ports[0], "local", "one").await;
     let mut two = member(ports[0], "local", "two").await;
     say(&mut one, "degraded but serving").await;
     two.next_matching(WAIT, |e| said(e, "degraded but serving"))
         .await
         .expect("same-worker delivery without Redis");
+    // Redis stays away for 3 s: the workers keep retrying, backing off (100 ms doubling to
+    // 2 s), neither giving up nor retrying in a loop, and no worker exits or is restarted.
+    let elapsed = watch_from.elapsed();
+    tokio::time::sleep(Duration::from_secs(3).saturating_sub(elapsed)).await;
     let status = supervisor.status();
+    assert_eq!(
+        pids(&status),
+        first_pids,
+        "the same worker processes all along"
+    );
     for worker in status["workers"].as_array().expect("workers") {
         assert_eq!(worker["restarts"], 0, "{worker}");
         assert_eq!(worker["state"], "ready", "{worker}");
     }
+    let attempts = recorder.finish();
+    let window = watch_from.elapsed();
+    let in_first_second = attempts
+        .iter()
+        .filter(|t| t.duration_since(watch_from) < Duration::from_secs(1))
+        .count();
+    let in_last_second = attempts
+        .iter()
+        .filter(|t| t.duration_since(watch_from) + Duration::from_secs(1) >= window)
+        .count();
+    // Two workers, a publisher and a subscriber connection each: about 5 attempts per
+    // connection in 3 s with the backoff; a retry loop makes thousands.
+    assert!(
+        (4..=60).contains(&attempts.len()),
+        "{} connection attempts in {window:?}",
+        attempts.len()
+    );
+    assert!(
+        in_last_second < in_first_second,
+        "no backoff: {in_first_second} attempts in the first second, {in_last_second} in the last"
+    );
+
     redis.restart();
     for port in ports {
         wait_until("the workers to connect once Redis is up", WAIT, || {
             http_get(port, "/ready").is_ok_and(|(status, _)| status == 200)
         });
+    }
+    let status = supervisor.status();
+    assert_eq!(
+        pids(&status),
+        first_pids,
+        "the same worker processes joined"
+    );
+    for worker in status["workers"].as_array().expect("workers") {
+        assert_eq!(worker["restarts"], 0, "{worker}");
     }
 }

@@ -1,5 +1,5 @@
-//! What crosses Redis between workers: one pub/sub channel per room, carrying frames of
-//! `<origin node id, 16 hex digits>|<the room message JSON>`, and one per logged-in user
+//! What crosses Redis between workers: one pub/sub channel per room, carrying [`RoomFrame`]s
+//! (`<origin>|<history stream id>|<kind>|<the room message JSON>`), and one per logged-in user
 //! (carrying [`crate::people::UserFrame`]s); [`crate::keys`] names them.
 //!
 //! The JSON part is the exact `message` payload clients receive, so a receiving worker hands it
@@ -49,12 +49,58 @@ impl fmt::Display for Topic {
     }
 }
 
-/// Builds the frame published for a room message.
-pub fn encode_frame(origin: NodeId, message_json: &str) -> String {
-    let mut frame = String::with_capacity(ORIGIN_HEX_LEN + 1 + message_json.len());
+/// What a room frame asks of the workers that receive it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameKind<'a> {
+    /// A message said on its origin worker, which delivered it locally already: every other
+    /// worker delivers it.
+    Say,
+    /// A message made by a Redis script (a member's quit, a dead worker's members reaped):
+    /// every worker delivers it, its origin too.
+    Presence,
+    /// A join or a recovery: delivered like `Presence`; on its origin it also completes the
+    /// pending operation with this token (everything published before it is in the history
+    /// read the script made, everything after it comes live).
+    Marker(&'a str),
+}
+
+/// A frame of a room's channel: `<origin>|<stream id>|<kind>|<message JSON>`, where the origin
+/// is 16 hex digits, the stream id the message's entry in the room's history (empty when
+/// history is off), and the kind empty (`Say`), `p` (`Presence`) or `j:<token>` (`Marker`).
+/// Frames are built by the room scripts in Redis (`say.lua`, `join.lua`, ...); this is their
+/// one reader, and the writer of tests and of the in-memory bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoomFrame<'a> {
+    pub origin: NodeId,
+    pub stream: Option<crate::people::StreamId>,
+    pub kind: FrameKind<'a>,
+    pub json: &'a str,
+}
+
+/// Builds a room frame (see [`RoomFrame`]).
+pub fn encode_frame(
+    origin: NodeId,
+    stream: Option<crate::people::StreamId>,
+    kind: FrameKind<'_>,
+    message_json: &str,
+) -> String {
     use fmt::Write;
+    let mut frame = String::with_capacity(ORIGIN_HEX_LEN + 48 + message_json.len());
     // Writing into a String cannot fail.
     let _ = write!(frame, "{origin}|");
+    if let Some(stream) = stream {
+        let _ = write!(frame, "{stream}");
+    }
+    frame.push('|');
+    match kind {
+        FrameKind::Say => {}
+        FrameKind::Presence => frame.push('p'),
+        FrameKind::Marker(token) => {
+            frame.push_str("j:");
+            frame.push_str(token);
+        }
+    }
+    frame.push('|');
     frame.push_str(message_json);
     frame
 }
@@ -65,10 +111,14 @@ pub enum FrameError {
     TooShort,
     #[error("bus frame origin is not 16 hex digits")]
     BadOrigin,
+    #[error("bus frame stream id is malformed")]
+    BadStream,
+    #[error("bus frame kind is unknown")]
+    BadKind,
 }
 
-/// Splits a frame into its origin and its message JSON (not parsed here).
-pub fn decode_frame(frame: &str) -> Result<(NodeId, &str), FrameError> {
+/// Splits a frame into its parts (the message JSON is not parsed here).
+pub fn decode_frame(frame: &str) -> Result<RoomFrame<'_>, FrameError> {
     let bytes = frame.as_bytes();
     if bytes.len() <= ORIGIN_HEX_LEN {
         return Err(FrameError::TooShort);
@@ -81,7 +131,25 @@ pub fn decode_frame(frame: &str) -> Result<(NodeId, &str), FrameError> {
     }
     let origin =
         u64::from_str_radix(&frame[..ORIGIN_HEX_LEN], 16).map_err(|_| FrameError::BadOrigin)?;
-    Ok((NodeId(origin), &frame[ORIGIN_HEX_LEN + 1..]))
+    let rest = &frame[ORIGIN_HEX_LEN + 1..];
+    let (stream, rest) = rest.split_once('|').ok_or(FrameError::TooShort)?;
+    let (kind, json) = rest.split_once('|').ok_or(FrameError::TooShort)?;
+    let stream = if stream.is_empty() {
+        None
+    } else {
+        Some(stream.parse().map_err(|()| FrameError::BadStream)?)
+    };
+    let kind = match kind {
+        "" => FrameKind::Say,
+        "p" => FrameKind::Presence,
+        marker => FrameKind::Marker(marker.strip_prefix("j:").ok_or(FrameError::BadKind)?),
+    };
+    Ok(RoomFrame {
+        origin: NodeId(origin),
+        stream,
+        kind,
+        json,
+    })
 }
 
 #[cfg(test)]
@@ -90,12 +158,32 @@ mod tests {
 
     #[test]
     fn frames_round_trip() {
-        let frame = encode_frame(NodeId(0xabc), r#"{"event":"join"}"#);
-        assert_eq!(frame, r#"0000000000000abc|{"event":"join"}"#);
-        assert_eq!(
-            decode_frame(&frame),
-            Ok((NodeId(0xabc), r#"{"event":"join"}"#))
-        );
+        let stream = Some(crate::people::StreamId { ms: 17, seq: 2 });
+        for (stream, kind, text) in [
+            (
+                None,
+                FrameKind::Say,
+                r#"0000000000000abc|||{"event":"join"}"#,
+            ),
+            (
+                stream,
+                FrameKind::Presence,
+                r#"0000000000000abc|17-2|p|{"event":"join"}"#,
+            ),
+            (
+                stream,
+                FrameKind::Marker("t7"),
+                r#"0000000000000abc|17-2|j:t7|{"event":"join"}"#,
+            ),
+        ] {
+            let frame = encode_frame(NodeId(0xabc), stream, kind, r#"{"event":"join"}"#);
+            assert_eq!(frame, text);
+            let decoded = decode_frame(&frame).unwrap();
+            assert_eq!(
+                (decoded.origin, decoded.stream, decoded.kind, decoded.json),
+                (NodeId(0xabc), stream, kind, r#"{"event":"join"}"#)
+            );
+        }
     }
 
     #[test]
@@ -105,6 +193,18 @@ mod tests {
         assert_eq!(
             decode_frame("0000000000000abcX{}"),
             Err(FrameError::BadOrigin)
+        );
+        assert_eq!(
+            decode_frame("0000000000000abc|x-1||{}"),
+            Err(FrameError::BadStream)
+        );
+        assert_eq!(
+            decode_frame("0000000000000abc||q|{}"),
+            Err(FrameError::BadKind)
+        );
+        assert_eq!(
+            decode_frame("0000000000000abc|{}"),
+            Err(FrameError::TooShort)
         );
         assert_eq!(
             decode_frame("zz00000000000abc|{}"),

@@ -83,3 +83,39 @@ impl ProtocolError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The code in an HTTP error body (`as_str`) is the one in a socket ack (serde).
+    #[test]
+    fn every_code_reads_the_same_on_every_path() {
+        use ErrorCode::*;
+        let all = [
+            InvalidPayload,
+            InvalidRoom,
+            InvalidUsername,
+            InvalidText,
+            NoRoom,
+            NotJoined,
+            AlreadyJoined,
+            RateLimited,
+            InvalidUser,
+            InvalidDevice,
+            NotLoggedIn,
+            AlreadyLoggedIn,
+            InboxFull,
+            Unavailable,
+            Forbidden,
+            UnknownEvent,
+        ];
+        for code in all {
+            assert_eq!(
+                serde_json::to_value(code).unwrap(),
+                serde_json::Value::from(code.as_str())
+            );
+        }
+        assert_eq!(Unavailable.as_str(), "unavailable");
+    }
+}

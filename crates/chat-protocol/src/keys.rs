@@ -15,12 +15,17 @@
 //! | `P{user:<user>}:idem:<key>` | string | a push API idempotency key already applied for this user |
 //! | `P{user:<user>}:idem:<key>\|<tag>` | string | the same, for a push to the user's sessions of one tag |
 //! | `P{token:<token>}:users` | sorted set | users whose sockets gave this `tokenId` at `user_login` (old push service), by last login (ms) |
+//! | `P{room:<room>}:history` | stream | the room's last `--history-size` messages (m = JSON) |
+//! | `P{room:<room>}:members` | hash | the room's members, cluster-wide: pid -> `MemberRecord` |
+//! | `P{room:<room>}:session:<pid>` | string | a recoverable session (`SessionRecord`) |
+//! | `Pnodes` | sorted set | live workers: node id -> last heartbeat (unix ms) |
+//! | `Pnode:<node>:rooms` | set | rooms a worker has members in (noted before each join, pruned every 30 s), for reaping them |
 //! | `Pclaim:<sha1>` | string | a worker's claim on a `notification` channel message |
 //! | `Pbroadcast` | channel | announcements to every worker |
 //!
 //! Everything about one user shares the hash tag `{user:<id>}` (a room's `{room:<id>}`, a push
-//! token's `{token:<token>}`), so every script touches one hash slot and works on a Redis Cluster; the user's channel is in the
-//! same slot, so the scripts may `SPUBLISH` to it.
+//! token's `{token:<token>}`), so every script touches one hash slot and works on a Redis
+//! Cluster; the user's channel is in the same slot, so the scripts may `SPUBLISH` to it.
 //!
 //! Names are unambiguous: room and user ids are validated to `A-Za-z0-9_-.:` (`@` too for users),
 //! so an id cannot contain the `}` that ends its tag, nor the `|` between the two client-chosen
@@ -132,6 +137,44 @@ impl UserKeys {
 /// id's alphabet.
 pub fn token_users(prefix: &str, token: &UserId) -> String {
     format!("{prefix}{{token:{token}}}:users")
+}
+
+/// Redis names of one room's data, all in the room's hash slot.
+#[derive(Debug, Clone)]
+pub struct RoomKeys {
+    /// Sharded pub/sub channel of the room's messages between workers.
+    pub channel: String,
+    /// Stream of the room's last messages.
+    pub history: String,
+    /// Hash: pid -> member record.
+    pub members: String,
+}
+
+impl RoomKeys {
+    pub fn new(prefix: &str, room: &RoomId) -> Self {
+        let channel = room_channel(prefix, room);
+        Self {
+            history: format!("{channel}:history"),
+            members: format!("{channel}:members"),
+            channel,
+        }
+    }
+
+    /// The session record of the socket whose private session id is `pid` (validated by the
+    /// caller: `A-Za-z0-9_-`, at most 64).
+    pub fn session(&self, pid: &str) -> String {
+        format!("{}:session:{pid}", self.channel)
+    }
+}
+
+/// The sorted set of live workers (node id -> last heartbeat, unix ms).
+pub fn nodes_key(prefix: &str) -> String {
+    format!("{prefix}nodes")
+}
+
+/// The set of rooms a worker has had members in (for reaping them if it dies).
+pub fn node_rooms_key(prefix: &str, node: &str) -> String {
+    format!("{prefix}node:{node}:rooms")
 }
 
 /// The key of a worker's claim on a `notification` channel message, by the message's hash.

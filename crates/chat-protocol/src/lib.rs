@@ -11,6 +11,7 @@ pub mod error;
 pub mod freeform;
 pub mod keys;
 pub mod limits;
+pub mod memory;
 pub mod people;
 pub mod push;
 pub mod report;

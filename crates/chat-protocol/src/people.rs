@@ -539,6 +539,29 @@ mod tests {
             .validate(&limits(), Some(&proved))
             .unwrap_err();
         assert_eq!(forged.code, ErrorCode::Forbidden);
+        // Naming the proved user is allowed.
+        let same = serde_json::from_str::<LoginPayload>(r#"{"userId":"ann","deviceId":"d"}"#)
+            .unwrap()
+            .validate(&limits(), Some(&proved))
+            .unwrap();
+        assert_eq!(same.user, proved);
+    }
+
+    #[test]
+    fn geo_payloads_are_objects_forwarded_as_sent() {
+        let object = serde_json::json!({"lat": 1.5, "lng": -2});
+        assert_eq!(validate_geo(Some(object.clone())), Ok(object));
+        for bad in [
+            None,
+            Some(serde_json::json!(null)),
+            Some(serde_json::json!([1, 2])),
+            Some(serde_json::json!("here")),
+        ] {
+            assert_eq!(
+                validate_geo(bad).unwrap_err().code,
+                ErrorCode::InvalidPayload
+            );
+        }
     }
 
     #[test]

@@ -316,6 +316,21 @@ mod tests {
     }
 
     #[test]
+    fn at_most_max_users_per_request() {
+        let users = |n: usize| {
+            (0..n)
+                .map(|_| UserRef::Text("a".into()))
+                .collect::<Vec<_>>()
+        };
+        let limits = Limits::default();
+        let most = parse_users(users(MAX_USERS_PER_REQUEST), "users", &limits).unwrap();
+        assert_eq!(most.len(), 1, "duplicates are kept once");
+        let over = parse_users(users(MAX_USERS_PER_REQUEST + 1), "users", &limits).unwrap_err();
+        assert_eq!(over.code, ErrorCode::InvalidPayload);
+        assert!(over.message.contains("at most 10000"), "{}", over.message);
+    }
+
+    #[test]
     fn event_names() {
         assert_eq!(parse_event_name(None), Ok(NOTIFICATION_EVENT));
         assert_eq!(parse_event_name(Some("like")), Ok("like"));

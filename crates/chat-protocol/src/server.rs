@@ -19,9 +19,9 @@ pub enum RoomEventKind {
 }
 
 /// The payload of a `message` event:
-/// `{event, data: {username, text?}, id, ts, room}`. `event` and `data` are the old node
-/// client's shapes; `id` (unique in the cluster), `ts` (server time, unix milliseconds) and
-/// `room` are additions old clients ignore.
+/// `{event, data: {username, text?, userId?}, id, ts, room}`. `event` and `data` are the old
+/// node client's shapes; `id` (unique in the cluster), `ts` (server time, unix milliseconds),
+/// `room` and `data.userId` are additions old clients ignore.
 #[derive(Debug, Serialize)]
 pub struct RoomMessage<'a> {
     pub event: RoomEventKind,
@@ -33,9 +33,28 @@ pub struct RoomMessage<'a> {
 
 #[derive(Debug, Serialize)]
 pub struct RoomEventData<'a> {
+    /// The name the sender chose with `join` (anyone can choose any name).
     pub username: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub text: Option<&'a str>,
+    /// The sender's authenticated user id (the subject of its handshake token, `--auth jwt`):
+    /// what tells two people of the same name apart. Absent without authentication.
+    #[serde(rename = "userId", skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<&'a str>,
+}
+
+/// The payload of the `logout` event the server sends just before it ends a socket's session
+/// for a reason of its own: `{reason}`.
+#[derive(Debug, Serialize)]
+pub struct SessionEnd {
+    pub reason: &'static str,
+}
+
+impl SessionEnd {
+    /// The socket's handshake token expired (`--auth jwt`): connect again with a fresh one.
+    pub const TOKEN_EXPIRED: Self = Self {
+        reason: "token_expired",
+    };
 }
 
 /// The answer to an event sent with an ack: `{ok:true, id?}` or
@@ -87,6 +106,7 @@ mod tests {
             data: RoomEventData {
                 username: "ann",
                 text: Some("hi"),
+                user_id: None,
             },
             id: "00ff-1",
             ts: 5,
@@ -101,6 +121,7 @@ mod tests {
             data: RoomEventData {
                 username: "ann",
                 text: None,
+                user_id: Some("u-17"),
             },
             id: "00ff-2",
             ts: 6,
@@ -108,7 +129,7 @@ mod tests {
         };
         assert_eq!(
             serde_json::to_string(&quit).unwrap(),
-            r#"{"event":"broadcast_quit","data":{"username":"ann"},"id":"00ff-2","ts":6,"room":"lobby"}"#
+            r#"{"event":"broadcast_quit","data":{"username":"ann","userId":"u-17"},"id":"00ff-2","ts":6,"room":"lobby"}"#
         );
     }
 

@@ -26,7 +26,8 @@ impl RoomId {
         }
         if let Some(bad) = raw.chars().find(|c| !is_room_id_char(*c)) {
             return Err(invalid(&format!(
-                "{bad:?} is not allowed (use letters, digits, '_', '-', '.', ':')"
+                "{} is not allowed (use letters, digits, '_', '-', '.', ':')",
+                shown(bad)
             )));
         }
         Ok(Self(raw.to_owned()))
@@ -34,6 +35,16 @@ impl RoomId {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+/// A refused character as a client developer reads it: `'é' (U+00E9)`, or only the code point
+/// for what cannot be shown (white space, control and bidirectional characters).
+fn shown(c: char) -> String {
+    if c.is_whitespace() || is_forbidden_char(c) {
+        format!("the character U+{:04X}", u32::from(c))
+    } else {
+        format!("'{c}' (U+{:04X})", u32::from(c))
     }
 }
 
@@ -107,7 +118,8 @@ fn parse_identifier(
     }
     if let Some(bad) = raw.chars().find(|c| !is_room_id_char(*c) && *c != '@') {
         return Err(invalid(format!(
-            "{bad:?} is not allowed (use letters, digits, '_', '-', '.', ':', '@')"
+            "{} is not allowed (use letters, digits, '_', '-', '.', ':', '@')",
+            shown(bad)
         )));
     }
     Ok(raw.to_owned())
@@ -228,9 +240,9 @@ mod tests {
         check_room(&"r".repeat(64), Ok(&"r".repeat(64)));
         check_room("", Err("empty"));
         check_room(&"r".repeat(65), Err("longer than 64"));
-        check_room("a b", Err("' ' is not allowed"));
-        check_room("a/b", Err("'/' is not allowed"));
-        check_room("café", Err("'é' is not allowed"));
+        check_room("a b", Err("the character U+0020 is not allowed"));
+        check_room("a/b", Err("'/' (U+002F) is not allowed"));
+        check_room("café", Err("'é' (U+00E9) is not allowed"));
         check_room("a\0b", Err("not allowed"));
     }
 
@@ -261,7 +273,22 @@ mod tests {
         check_username(&"é".repeat(33), Err("33 characters"));
         check_username("a\nb", Err("U+000A"));
         check_username("evil\u{202E}txt", Err("U+202E"));
+        // Every bidirectional embedding, override (U+202A-202E) and isolate (U+2066-2069);
+        // their neighbours are ordinary characters.
+        for c in BIDI {
+            let name = format!("ann{c}bob");
+            check_username(&name, Err(&format!("U+{:04X}", c as u32)));
+        }
+        for c in ['\u{2029}', '\u{202F}', '\u{2065}', '\u{206A}'] {
+            let name = format!("ann{c}bob");
+            check_username(&name, Ok(&name));
+        }
     }
+
+    const BIDI: [char; 9] = [
+        '\u{202A}', '\u{202B}', '\u{202C}', '\u{202D}', '\u{202E}', '\u{2066}', '\u{2067}',
+        '\u{2068}', '\u{2069}',
+    ];
 
     fn check_text(raw: &str, expected: Result<(), &str>) {
         let got = ChatText::parse(raw.to_owned(), &Limits::default());
@@ -293,7 +320,7 @@ mod tests {
         let long = "u".repeat(limits.max_user_id_len + 1);
         for (raw, fragment) in [
             ("", "empty"),
-            ("a b", "' '"),
+            ("a b", "U+0020"),
             (long.as_str(), "longer than"),
             ("é", "'é'"),
         ] {
@@ -315,6 +342,15 @@ mod tests {
         );
     }
 
+    /// Maps keyed by user id are searched with the id as named in a channel.
+    #[test]
+    fn user_ids_are_found_by_their_text() {
+        let mut map = std::collections::HashMap::new();
+        map.insert(UserId::parse("ann", &Limits::default()).unwrap(), 1);
+        assert_eq!(map.get("ann"), Some(&1));
+        assert_eq!(map.get("bob"), None);
+    }
+
     #[test]
     fn texts() {
         check_text("hello", Ok(()));
@@ -326,5 +362,11 @@ mod tests {
         check_text(&"a".repeat(2001), Err("longer than 2000"));
         check_text("bell\u{7}", Err("U+0007"));
         check_text("esc\u{1b}[31m", Err("U+001B"));
+        for c in BIDI {
+            check_text(&format!("pay {c}321$"), Err(&format!("U+{:04X}", c as u32)));
+        }
+        for c in ['\u{2029}', '\u{202F}', '\u{2065}', '\u{206A}'] {
+            check_text(&format!("pay {c}321$"), Ok(()));
+        }
     }
 }

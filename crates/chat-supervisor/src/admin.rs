@@ -9,6 +9,11 @@
 //!
 //! Every answer is computed from the supervisor's state in one short lock, never waiting on a
 //! worker: a slow or stuck client of this port only holds its own connection.
+//!
+//! It is served so that no client can exhaust the supervisor: at most
+//! `--admin-max-connections` connections at once (more wait in the kernel's backlog, holding no
+//! descriptor of the supervisor's, which it needs to respawn workers), with the workers' header
+//! and body timeouts.
 
 use std::sync::Arc;
 
@@ -25,7 +30,21 @@ use chat_protocol::status::{ConsoleHistory, StatusResponse};
 use prometheus_client::registry::Registry;
 use subtle::ConstantTimeEq;
 
-use crate::state::ClusterState;
+use crate::{config::SupervisorSettings, state::ClusterState};
+
+/// Serves `app` on the admin listener until the task is aborted.
+pub async fn serve(listener: tokio::net::TcpListener, app: Router, settings: &SupervisorSettings) {
+    let edge = &settings.worker.edge;
+    let options = chat_worker::edge::serve::ServeOptions {
+        header_read_timeout: edge.header_read_timeout(),
+        body_read_timeout: edge.body_read_timeout(),
+        max_header_bytes: edge.max_header_bytes,
+        write_stall_timeout: settings.worker.write_stall_timeout(),
+        max_connections: Some(settings.admin_max_connections),
+        clients: None,
+    };
+    chat_worker::edge::serve::serve(listener, app, options, std::future::pending()).await;
+}
 
 /// The cookie that carries the admin token for the console.
 pub const TOKEN_COOKIE: &str = "chat_admin_token";

@@ -29,6 +29,10 @@ pub struct SupervisorSettings {
     /// `CHAT_ADMIN_TOKEN`; with neither, the admin port is open to whoever reaches it).
     #[arg(long, env = "CHAT_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
+    /// Connections the admin port serves at once; more wait in the kernel's queue, so that no
+    /// client can take the descriptors the supervisor needs to respawn workers.
+    #[arg(long, env = "CHAT_ADMIN_MAX_CONNECTIONS", default_value_t = 64)]
+    pub admin_max_connections: usize,
 
     /// Longest wait before respawning a worker that keeps crashing, in milliseconds.
     #[arg(long, env = "CHAT_RESPAWN_BACKOFF_MAX_MS", default_value_t = 10_000)]
@@ -83,6 +87,9 @@ impl SupervisorSettings {
         }
         if self.base_port == 0 || self.admin_port == 0 {
             return Err("--base-port and --admin-port must be ports from 1 to 65535".into());
+        }
+        if self.admin_max_connections == 0 {
+            return Err("--admin-max-connections must be greater than 0".into());
         }
         if u32::from(self.base_port) + count - 1 > u32::from(u16::MAX) {
             return Err(format!(

@@ -75,13 +75,11 @@ pub async fn run(settings: SupervisorSettings) -> anyhow::Result<()> {
     if admin_token.is_none() && !settings.admin_bind.is_loopback() {
         tracing::warn!(admin = %admin_addr, "the admin port is open to the network without a token: set CHAT_ADMIN_TOKEN or --admin-token-file");
     }
-    let admin = tokio::spawn(
-        axum::serve(
-            admin_listener,
-            admin::routes(Arc::clone(&state), admin_token),
-        )
-        .into_future(),
-    );
+    let admin = tokio::spawn({
+        let settings = settings.clone();
+        let routes = admin::routes(Arc::clone(&state), admin_token);
+        async move { admin::serve(admin_listener, routes, &settings).await }
+    });
     tracing::info!(workers, base_port = settings.base_port, admin = %admin_addr, "supervisor starting");
 
     let command = Arc::new(WorkerCommand::new(&settings.worker, settings.log_format)?);

@@ -40,6 +40,9 @@ pub fn render(options: &NginxOptions) -> String {
         let _ = writeln!(http, "    server {upstream} max_fails=1 fail_timeout=2s;");
     }
     let _ = writeln!(http, "    keepalive 64;");
+    // Idle upstream connections are closed by nginx before a worker's --header-read-timeout-ms
+    // (10 s) closes them, so nginx never sends a request on a connection the worker is closing.
+    let _ = writeln!(http, "    keepalive_timeout 5s;");
     let _ = writeln!(http, "}}");
     let _ = writeln!(http);
     // An empty Connection header on plain requests keeps upstream keepalive usable for polling.
@@ -61,9 +64,12 @@ pub fn render(options: &NginxOptions) -> String {
     // The Host as the browser sent it, port included: workers compare it with Origin.
     let _ = writeln!(http, "        proxy_set_header Host $http_host;");
     let _ = writeln!(http, "        proxy_set_header X-Real-IP $remote_addr;");
+    // nginx is the edge: the client's address replaces whatever X-Forwarded-For the client
+    // sent, so a client cannot choose the address workers count it under
+    // (--max-connections-per-ip; workers believe the header only from --trusted-proxies).
     let _ = writeln!(
         http,
-        "        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;"
+        "        proxy_set_header X-Forwarded-For $remote_addr;"
     );
     let _ = writeln!(http, "        proxy_set_header X-Forwarded-Proto $scheme;");
     let _ = writeln!(http, "        proxy_read_timeout {proxy_timeout}s;");
@@ -142,6 +148,10 @@ mod tests {
         }
         assert!(conf.contains("proxy_set_header Upgrade $http_upgrade;"));
         assert!(conf.contains("proxy_read_timeout 90s;"));
+        assert!(
+            conf.contains("proxy_set_header X-Forwarded-For $remote_addr;"),
+            "the client's address, not one it made up"
+        );
         assert!(!conf.contains("daemon off;"));
     }
 

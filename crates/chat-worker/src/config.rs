@@ -48,8 +48,9 @@ pub struct WorkerSettings {
     pub max_text_chars: usize,
 
     /// Largest websocket message and long-polling request body a client may send, in bytes.
-    /// A larger one closes the connection.
-    #[arg(long, env = "CHAT_MAX_MESSAGE_BYTES", default_value_t = 16 * 1024)]
+    /// A larger one closes the connection. Must hold the largest event the content limits
+    /// accept, however a JSON encoder escapes it (checked at start).
+    #[arg(long, env = "CHAT_MAX_MESSAGE_BYTES", default_value_t = 32 * 1024)]
     pub max_message_bytes: usize,
 
     /// Initial read buffer of each websocket connection, in bytes (grows for larger messages).
@@ -121,6 +122,12 @@ pub struct WorkerSettings {
 
     #[command(flatten)]
     pub redis: RedisSettings,
+
+    #[command(flatten)]
+    pub rooms: RoomSettings,
+
+    #[command(flatten)]
+    pub edge: EdgeSettings,
 }
 
 /// Which socket.io clients the worker serves: protocol versions and the packet parser.
@@ -176,6 +183,62 @@ pub struct RedisSettings {
     pub redis_timeout_ms: u64,
 }
 
+/// Rooms that remember: history, connection state recovery, presence.
+#[derive(Debug, Clone, PartialEq, clap::Args, Serialize, Deserialize)]
+pub struct RoomSettings {
+    /// Messages each room keeps in Redis for newcomers (the `history` event after `join`, and
+    /// `history` requests) and for recovery; 0 turns history and recovery off.
+    #[arg(long, env = "CHAT_HISTORY_SIZE", default_value_t = 50)]
+    pub history_size: usize,
+
+    /// How long a room's history is kept after its last message, in seconds.
+    #[arg(long, env = "CHAT_HISTORY_TTL_SECS", default_value_t = 3600)]
+    pub history_ttl_secs: u64,
+
+    /// How long a disconnected client may come back and recover its session (socket.io
+    /// connection state recovery: same socket id, its room and name, every message it missed),
+    /// in seconds; 0 turns recovery off.
+    #[arg(long, env = "CHAT_RECOVERY_WINDOW_SECS", default_value_t = 120)]
+    pub recovery_window_secs: u64,
+
+    /// How long a member whose connection dropped stays in its room (no `broadcast_quit`) in
+    /// case it recovers, and how long a silent worker is given before its members are removed,
+    /// in milliseconds.
+    #[arg(long, env = "CHAT_PRESENCE_GRACE_MS", default_value_t = 5_000)]
+    pub presence_grace_ms: u64,
+
+    /// Most messages one `history` request answers.
+    #[arg(long, env = "CHAT_HISTORY_PAGE_MAX", default_value_t = 100)]
+    pub history_page_max: usize,
+}
+
+impl RoomSettings {
+    pub fn history_ttl(&self) -> Duration {
+        Duration::from_secs(self.history_ttl_secs)
+    }
+
+    pub fn presence_grace(&self) -> Duration {
+        Duration::from_millis(self.presence_grace_ms)
+    }
+
+    /// Whether sessions can be recovered: a window and a history to replay from.
+    pub fn recovery(&self) -> bool {
+        self.recovery_window_secs > 0 && self.history_size > 0
+    }
+
+    /// How long a session record lives without being renewed: the recovery window after the
+    /// socket's end, plus the renewal period while it lives (zero: recovery is off).
+    pub fn session_ttl(&self) -> Duration {
+        if !self.recovery() {
+            return Duration::ZERO;
+        }
+        Duration::from_secs(self.recovery_window_secs) + SESSION_RENEWAL * 2
+    }
+}
+
+/// How often a worker renews the session records of its connected sockets.
+pub const SESSION_RENEWAL: Duration = Duration::from_secs(30);
+
 /// What an acknowledged write survives (see [`RedisSettings::durability`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -226,6 +289,21 @@ pub struct AuthSettings {
     /// The page's own origin (the request's Host) is always allowed.
     #[arg(long, env = "CHAT_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
+
+    /// Host names clients may reach the workers by (the request's `Host`), comma-separated, `*`
+    /// for any. Always allowed: IP addresses, `localhost`, and the hosts of
+    /// `--allowed-origins`. Others get 403, so a DNS-rebinding page cannot reach the workers.
+    #[arg(long, env = "CHAT_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
+
+    /// The `aud` a token must carry (`--auth jwt`); without it, tokens carrying an `aud` are
+    /// accepted whatever it is.
+    #[arg(long, env = "CHAT_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// The `iss` a token must carry (`--auth jwt`); without it, `iss` is not checked.
+    #[arg(long, env = "CHAT_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
 }
 
 /// Push notifications: the HTTP API, the `notification` channel and the unread store.
@@ -409,6 +487,8 @@ impl WorkerSettings {
         crate::rate::RateLimit {
             per_second: self.rate_per_sec,
             burst: self.rate_burst,
+            max_refusals: self.edge.max_refusals,
+            refusal_window: self.edge.refusal_window(),
         }
     }
 
@@ -440,6 +520,31 @@ impl WorkerSettings {
                 Ok(_) => Durability::Replicated,
             }
         })
+    }
+
+    /// The largest event packet a client may need to send within the content limits, in bytes:
+    /// a `chat` of `--max-text-chars` characters, each written as a JSON escape of up to 12
+    /// bytes (an astral character is two `\uXXXX` escapes of its UTF-16 halves), its `to` and
+    /// `clientMsgId` (ASCII, `--max-user-id-len` each), and 512 bytes for the packet around them
+    /// (type, ack id, event name, keys, an encoder's spaces).
+    pub fn largest_event_bytes(&self) -> usize {
+        const ESCAPED_CHAR_BYTES: usize = 12;
+        const ENVELOPE_BYTES: usize = 512;
+        ESCAPED_CHAR_BYTES * self.max_text_chars.max(self.max_username_chars)
+            + 2 * self.max_user_id_len
+            + ENVELOPE_BYTES
+    }
+
+    /// The largest free-form event (an old client's `chat` or `todo`) a client may need to send
+    /// within `--max-object-bytes`, in bytes. The object is measured as compact JSON in UTF-8;
+    /// written as ASCII-only JSON with a space after each separator (Python's `json.dumps`),
+    /// each of its bytes takes at most 3 (a 2-byte character is a 6-byte `\uXXXX`, a 4-byte one
+    /// two of them, `,` and `:` gain a space); plus its recipient and `clientMsgId`
+    /// (`--max-user-id-len` each) and the same 512 bytes of packet as [`Self::largest_event_bytes`].
+    pub fn largest_object_event_bytes(&self) -> usize {
+        const BYTES_PER_BYTE: usize = 3;
+        const ENVELOPE_BYTES: usize = 512;
+        BYTES_PER_BYTE * self.max_object_bytes + 2 * self.max_user_id_len + ENVELOPE_BYTES
     }
 
     /// Checks what the types alone cannot: zero sizes, and limits that contradict each other.
@@ -482,6 +587,9 @@ impl WorkerSettings {
                 self.redis.replica_ack_timeout_ms as usize,
             ),
             ("redis-timeout-ms", self.redis.redis_timeout_ms as usize),
+            ("history-ttl-secs", self.rooms.history_ttl_secs as usize),
+            ("presence-grace-ms", self.rooms.presence_grace_ms as usize),
+            ("history-page-max", self.rooms.history_page_max),
             ("max-api-body-bytes", self.push.max_api_body_bytes),
             (
                 "idempotency-window-secs",
@@ -496,22 +604,31 @@ impl WorkerSettings {
         if let Some((name, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(format!("--{name} must be greater than 0"));
         }
-        // A text of max_text_chars characters of up to 4 bytes each, plus the packet around it,
-        // must fit in one message, or valid texts would be cut off at the transport.
-        let largest_say = self.max_text_chars * 4 + 256;
-        if self.max_message_bytes < largest_say.min(1024) {
+        // Every text the content limits accept must fit the transport's cap however a standard
+        // JSON encoder writes it, or a valid message would close the connection.
+        let needed = self.largest_event_bytes();
+        if self.max_message_bytes < needed {
             return Err(format!(
-                "--max-message-bytes {} is too small for a chat message; use at least 1024",
-                self.max_message_bytes
+                "--max-message-bytes {} is too small for --max-text-chars {}: written as \
+                 ASCII-only JSON (\\uXXXX escapes, as Python's json.dumps does by default), a \
+                 text that long takes up to {needed} bytes; raise --max-message-bytes to at \
+                 least {needed} or lower --max-text-chars",
+                self.max_message_bytes, self.max_text_chars
             ));
         }
-        // A free-form object, and the packet around it, must fit in one message.
-        if self.max_object_bytes + 256 > self.max_message_bytes {
+        // So must every free-form object, and the packet around it.
+        let needed = self.largest_object_event_bytes();
+        if self.max_message_bytes < needed {
+            let fits = self
+                .max_message_bytes
+                .saturating_sub(needed - 3 * self.max_object_bytes)
+                / 3;
             return Err(format!(
-                "--max-object-bytes {} leaves no room for the packet around it in --max-message-bytes {}: use at most {}",
-                self.max_object_bytes,
-                self.max_message_bytes,
-                self.max_message_bytes.saturating_sub(256)
+                "--max-message-bytes {} is too small for --max-object-bytes {}: written as \
+                 ASCII-only JSON, an old client's event with an object that large takes up to \
+                 {needed} bytes; raise --max-message-bytes to at least {needed} or lower \
+                 --max-object-bytes to at most {fits}",
+                self.max_message_bytes, self.max_object_bytes
             ));
         }
         if self.people.delivery_window < self.people.delivery_batch {
@@ -544,6 +661,8 @@ impl WorkerSettings {
         if self.auth.auth == AuthMode::Jwt {
             crate::auth::jwt_secret(&self.auth).map_err(|err| err.to_string())?;
         }
+        self.edge.validate()?;
+        crate::origin::validate(&self.auth)?;
         if self.ping_interval_ms == 0
             || self.ping_timeout_ms == 0
             || self.write_stall_timeout_ms == 0
@@ -571,14 +690,178 @@ impl WorkerSettings {
     }
 }
 
+/// The HTTP edge: what one connection and one client address may hold, how long each phase of
+/// a request may take, and when a client that keeps breaking the limits is cut.
+#[derive(Debug, Clone, PartialEq, clap::Args, Serialize, Deserialize)]
+pub struct EdgeSettings {
+    /// Largest request head (request line and headers), in bytes; larger gets 431.
+    #[arg(long, env = "CHAT_MAX_HEADER_BYTES", default_value_t = 16 * 1024)]
+    pub max_header_bytes: usize,
+
+    /// Time a client has to send a complete request head, in milliseconds, counted from the
+    /// connection's start or, on a kept-alive connection, from the end of the previous
+    /// response (so it is also how long a connection may sit idle between requests).
+    #[arg(long, env = "CHAT_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_read_timeout_ms: u64,
+
+    /// Time a client has to send a whole request body once its head is in, in milliseconds
+    /// (long-polling POSTs, push API requests).
+    #[arg(long, env = "CHAT_BODY_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    pub body_read_timeout_ms: u64,
+
+    /// Connections one client address may hold on one worker: TCP connections of clients that
+    /// connect directly, and sockets (also through trusted proxies). IPv6 addresses count per
+    /// /64.
+    #[arg(long, env = "CHAT_MAX_CONNECTIONS_PER_IP", default_value_t = 1000)]
+    pub max_connections_per_ip: usize,
+
+    /// Sockets (engine.io sessions) one TCP connection of a direct client may open and hold.
+    /// Connections from trusted proxies carry many clients and are not bounded by it.
+    #[arg(long, env = "CHAT_MAX_SESSIONS_PER_CONNECTION", default_value_t = 16)]
+    pub max_sessions_per_connection: usize,
+
+    /// Proxies whose `X-Forwarded-For` names the client (comma-separated addresses or CIDR
+    /// blocks); from any other peer the header is ignored.
+    #[arg(
+        long,
+        env = "CHAT_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        default_value = "127.0.0.1,::1"
+    )]
+    pub trusted_proxies: Vec<String>,
+
+    /// Refused events (over the rate limit) one socket may collect within
+    /// `--refusal-window-ms` before it is disconnected.
+    #[arg(long, env = "CHAT_MAX_REFUSALS", default_value_t = 100)]
+    pub max_refusals: u32,
+
+    /// The window in which `--max-refusals` is counted, in milliseconds.
+    #[arg(long, env = "CHAT_REFUSAL_WINDOW_MS", default_value_t = 10_000)]
+    pub refusal_window_ms: u64,
+}
+
+impl EdgeSettings {
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
+    }
+
+    pub fn body_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_read_timeout_ms)
+    }
+
+    pub fn refusal_window(&self) -> Duration {
+        Duration::from_millis(self.refusal_window_ms)
+    }
+
+    /// Checks the edge limits: positive values, and proxies that parse.
+    fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("max-header-bytes", self.max_header_bytes as u64),
+            ("header-read-timeout-ms", self.header_read_timeout_ms),
+            ("body-read-timeout-ms", self.body_read_timeout_ms),
+            ("max-connections-per-ip", self.max_connections_per_ip as u64),
+            (
+                "max-sessions-per-connection",
+                self.max_sessions_per_connection as u64,
+            ),
+            ("max-refusals", u64::from(self.max_refusals)),
+            ("refusal-window-ms", self.refusal_window_ms),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, value)| *value == 0) {
+            return Err(format!("--{name} must be greater than 0"));
+        }
+        if self.max_header_bytes < 1024 {
+            return Err(format!(
+                "--max-header-bytes {} is too small for a browser's request; use at least 1024",
+                self.max_header_bytes
+            ));
+        }
+        crate::edge::clients::TrustedProxies::parse(&self.trusted_proxies).map(|_| ())
+    }
+}
+
 impl Default for WorkerSettings {
-    /// The settings of a command line with no flags (`CHAT_*` variables still apply).
+    /// The flags' defaults. `CHAT_*` variables do not apply: code and tests that start from the
+    /// defaults must not depend on the caller's environment (the command line reads them).
     fn default() -> Self {
+        use clap::{CommandFactory, FromArgMatches};
         #[derive(clap::Parser)]
         struct Only {
             #[command(flatten)]
             settings: WorkerSettings,
         }
-        <Only as clap::Parser>::parse_from(["worker"]).settings
+        let command = Only::command().mut_args(|arg| arg.env(None::<&str>));
+        let matches = command.get_matches_from(["worker"]);
+        Only::from_arg_matches(&matches)
+            .unwrap_or_else(|err| err.exit())
+            .settings
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `WorkerSettings::default()` must not read the caller's `CHAT_*` variables. Checked in a
+    /// child process (this test binary, filtered to this test), so that no test here changes
+    /// its own environment under the others' feet.
+    #[test]
+    fn defaults_ignore_the_environment() {
+        const MARK: &str = "CHAT_TEST_DEFAULTS_CHILD";
+        if std::env::var_os(MARK).is_some() {
+            let settings = WorkerSettings::default();
+            assert_eq!(settings.rate_burst, 20.0);
+            assert_eq!(settings.send_queue, 128);
+            return;
+        }
+        let exe = std::env::current_exe().expect("the test binary");
+        let status = std::process::Command::new(exe)
+            .args(["--exact", "config::tests::defaults_ignore_the_environment"])
+            .env(MARK, "1")
+            .env("CHAT_RATE_BURST", "999")
+            .env("CHAT_SEND_QUEUE", "7")
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("run the child");
+        assert!(
+            status.success(),
+            "the defaults read CHAT_* from the environment"
+        );
+    }
+
+    /// An old client's largest accepted object fits in one message however it is written: the
+    /// defaults agree, and a smaller `--max-message-bytes` names the largest object that fits,
+    /// which then passes.
+    #[test]
+    fn free_form_objects_fit_the_message_limit() {
+        let defaults = WorkerSettings::default();
+        assert_eq!(defaults.validate(), Ok(()));
+        // 8192 bytes of 2-byte characters are 4096 of them, each a 6-byte escape.
+        assert!(defaults.largest_object_event_bytes() >= 3 * 8192);
+        let small = WorkerSettings {
+            max_message_bytes: 4096,
+            max_text_chars: 250,
+            ..WorkerSettings::default()
+        };
+        let err = small
+            .validate()
+            .expect_err("the default object is too large");
+        assert!(err.contains("--max-object-bytes 8192"), "{err}");
+        let fits: usize = err
+            .rsplit(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .expect("the largest that fits");
+        let fitting = WorkerSettings {
+            max_object_bytes: fits,
+            ..small
+        };
+        assert_eq!(fitting.validate(), Ok(()));
+        assert!(fitting.largest_object_event_bytes() <= 4096);
+        let one_more = WorkerSettings {
+            max_object_bytes: fits + 1,
+            ..fitting
+        };
+        assert!(one_more.validate().is_err());
     }
 }

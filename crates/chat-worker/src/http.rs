@@ -4,8 +4,7 @@ use std::sync::Arc;
 
 use axum::{
     Router,
-    extract::Request,
-    http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header},
+    http::{StatusCode, header},
     response::IntoResponse,
     routing::get,
 };
@@ -21,35 +20,6 @@ pub fn routes(node: Arc<Node>) -> Router {
         .route("/assets/socket.io.min.js", get(socket_io_js))
         .route("/monitor", get(monitor))
         .route("/ready", get(move || ready(Arc::clone(&node))))
-}
-
-/// Gives a request owned copies of its URI and headers.
-///
-/// hyper parses them without copying, as slices of the connection's read buffer (16 KB), and
-/// socketioxide keeps every socket's request parts for the socket's whole life: without this
-/// copy each idle websocket pins that buffer (measured in BENCHMARKS.md). The copy costs a few
-/// hundred bytes once per handshake request.
-pub async fn detach_from_read_buffer(request: Request) -> Request {
-    let (mut parts, body) = request.into_parts();
-    if parts.uri.path().starts_with("/socket.io") {
-        parts.headers = owned_headers(&parts.headers);
-        if let Ok(uri) = Uri::try_from(parts.uri.to_string()) {
-            parts.uri = uri;
-        }
-    }
-    Request::from_parts(parts, body)
-}
-
-fn owned_headers(headers: &HeaderMap) -> HeaderMap {
-    headers
-        .iter()
-        .filter_map(|(name, value)| {
-            // Both constructors copy; standard names come back as static values.
-            let name = HeaderName::from_bytes(name.as_str().as_bytes()).ok()?;
-            let value = HeaderValue::from_bytes(value.as_bytes()).ok()?;
-            Some((name, value))
-        })
-        .collect()
 }
 
 async fn index() -> impl IntoResponse {
@@ -90,28 +60,5 @@ async fn ready(node: Arc<Node>) -> impl IntoResponse {
             StatusCode::SERVICE_UNAVAILABLE,
             "degraded: redis bus disconnected",
         )
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn detached_requests_keep_their_uri_and_headers() {
-        let request = Request::builder()
-            .uri("/socket.io/?EIO=4&transport=websocket&roomid=lobby")
-            .header("cookie", "token=abc")
-            .header("x-custom-name", "value")
-            .body(axum::body::Body::empty())
-            .expect("valid request");
-        let detached = detach_from_read_buffer(request).await;
-        assert_eq!(
-            detached.uri().query(),
-            Some("EIO=4&transport=websocket&roomid=lobby")
-        );
-        assert_eq!(detached.headers()["cookie"], "token=abc");
-        assert_eq!(detached.headers()["x-custom-name"], "value");
-        assert_eq!(detached.headers().len(), 2);
     }
 }

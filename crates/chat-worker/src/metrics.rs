@@ -132,7 +132,8 @@ impl Drop for RedisTimer {
 #[inline]
 pub fn delivery_probe() -> Option<DeliveryProbe> {
     let seq = MESSAGES_FANNED_OUT.0.fetch_add(1, Ordering::Relaxed);
-    if !seq.is_multiple_of(LATENCY_SAMPLE_EVERY) {
+    // A sampled fan-out that reached no socket passes its turn to the next one.
+    if !seq.is_multiple_of(LATENCY_SAMPLE_EVERY) && !SAMPLE_OWED.swap(false, Ordering::Relaxed) {
         return None;
     }
     engineioxide::probe::arm(Instant::now());
@@ -145,9 +146,14 @@ pub struct DeliveryProbe(());
 
 impl Drop for DeliveryProbe {
     fn drop(&mut self) {
-        engineioxide::probe::disarm();
+        if engineioxide::probe::disarm() {
+            SAMPLE_OWED.store(true, Ordering::Relaxed);
+        }
     }
 }
+
+/// Set when a sampled fan-out reached no socket: the next fan-out is sampled instead.
+static SAMPLE_OWED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Connects engineioxide's latency probe to the histogram. Idempotent.
 pub fn install() {

@@ -4,18 +4,22 @@
 use std::{future::Future, sync::Arc, time::Instant};
 
 use chat_protocol::{bus::NodeId, report::WorkerReport};
-use socketioxide::{ParserConfig, SocketIo, layer::SocketIoLayer};
+use socketioxide::{ParserConfig, SocketIo, SocketIoBuilder, layer::SocketIoLayer};
 
 use tokio::sync::mpsc;
 
 use crate::{
     auth::{self, Authenticator},
     bus::{Bus, Inbound, redis::RedisBus},
-    config::{PacketParser, WorkerSettings},
+    config::{AuthMode, PacketParser, WorkerSettings},
     dialects::Dialects,
-    fanout::LocalFanout,
+    edge::{
+        self,
+        clients::{Clients, TrustedProxies},
+        handshake::{self, Handshakes},
+        serve::ServeOptions,
+    },
     http,
-    hub::Hub,
     node::Node,
     origin::{self, Origins},
     people::{People, inbox::Inbox, sessions::Sessions},
@@ -26,17 +30,43 @@ use crate::{
         unread::Unread,
     },
     report::Reporter,
-    stall::GuardedListener,
-    store::{self, Store},
+    rooms::{Rooms, hub::Hub, presence},
+    store::{self, Store, rooms::RoomStore},
 };
 
 /// Longest a draining worker waits for its farewell frames to reach Redis.
 const FAREWELL_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Builds the engine and socket.io configuration from the settings: the one place limits and
-/// intervals reach socketioxide.
+/// How often a worker sums up, at info, what it refused at the edge (only if it refused any).
+const REFUSAL_SUMMARY_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Builds the engine and socket.io configuration of the workers from the settings: the one
+/// place limits and intervals reach socketioxide. Packets with binary attachments are refused
+/// (the connection is closed, as for any packet the parser refuses): the product never needs
+/// binary from clients, and socketioxide would otherwise buffer up to 10 MB of attachments per
+/// socket, 10,000 of them, with a completion timeout checked only when the next one arrives.
+/// The packet parser is `--parser`'s, with the guard that answers clients of the other one
+/// ([`protocols`]).
 pub fn socket_io(settings: &WorkerSettings) -> (SocketIoLayer, SocketIo) {
-    let builder = SocketIo::builder()
+    let builder = socket_io_builder(settings);
+    protocols::install_parser_guard(settings.protocol.parser);
+    match settings.protocol.parser {
+        PacketParser::Json => builder
+            .with_parser(
+                ParserConfig::common()
+                    .max_incoming_binaries(0)
+                    .max_incoming_binary_buf_size(0),
+            )
+            .build_layer(),
+        // msgpack carries binary inline, within the packet: no attachments to refuse.
+        PacketParser::Msgpack => builder.with_parser(ParserConfig::msgpack()).build_layer(),
+    }
+}
+
+/// The engine limits and intervals from the settings, with socketioxide's parser defaults
+/// (binary attachments accepted): for the protocol conformance fixture, whose suites send them.
+pub fn socket_io_builder(settings: &WorkerSettings) -> SocketIoBuilder {
+    SocketIo::builder()
         .ping_interval(settings.ping_interval())
         .ping_timeout(settings.ping_timeout())
         .connect_timeout(settings.connect_timeout())
@@ -44,12 +74,7 @@ pub fn socket_io(settings: &WorkerSettings) -> (SocketIoLayer, SocketIo) {
         .max_payload(settings.max_message_bytes as u64)
         .ws_max_message_size(settings.max_message_bytes)
         .ws_max_frame_size(settings.max_message_bytes)
-        .ws_read_buffer_size(settings.ws_read_buffer_bytes);
-    protocols::install_parser_guard(settings.protocol.parser);
-    match settings.protocol.parser {
-        PacketParser::Json => builder.build_layer(),
-        PacketParser::Msgpack => builder.with_parser(ParserConfig::msgpack()).build_layer(),
-    }
+        .ws_read_buffer_size(settings.ws_read_buffer_bytes)
 }
 
 /// A random id for this process, without a random-number crate: std's hasher keys are random
@@ -86,23 +111,50 @@ pub async fn run(
     let (node, routes) = assemble(&settings, io.clone(), origin, bus_kind)?;
     node.attach(&io);
 
-    // Outermost first: the detaching layer runs before socketioxide keeps the request parts,
-    // and the origin guard before anything is served.
-    let origins = Arc::new(Origins::new(&settings.auth.allowed_origins));
+    // Outermost last: the host and origin guard runs first, then the engine.io 3 gate
+    // (`--allow-eio3`), then the handshake guard (limits, and the trimmed, owned request parts
+    // socketioxide keeps), then socketioxide.
+    let origins = Arc::new(Origins::with_hosts(
+        &settings.auth.allowed_origins,
+        &settings.auth.allowed_hosts,
+    ));
+    let trusted = TrustedProxies::parse(&settings.edge.trusted_proxies)
+        .map_err(|msg| anyhow::anyhow!(msg))?;
+    let clients = Arc::new(Clients::new(
+        trusted,
+        settings.edge.max_connections_per_ip,
+        settings.edge.max_sessions_per_connection,
+    ));
+    let handshakes = Arc::new(Handshakes {
+        clients: Arc::clone(&clients),
+        auth_cookie: (settings.auth.auth == AuthMode::Jwt)
+            .then(|| settings.auth.auth_cookie.clone()),
+    });
     let app = routes
         .layer(layer)
+        .layer(axum::middleware::from_fn_with_state(
+            handshakes,
+            handshake::guard,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             settings.protocol.allow_eio3,
             protocols::eio3_gate,
         ))
-        .layer(axum::middleware::from_fn_with_state(origins, origin::guard))
-        .layer(axum::middleware::map_request(http::detach_from_read_buffer));
+        .layer(axum::middleware::from_fn_with_state(origins, origin::guard));
     let (stop_accepting, accepting_stopped) = tokio::sync::oneshot::channel::<()>();
-    let listener = GuardedListener::new(listener, settings.write_stall_timeout());
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let options = ServeOptions {
+        header_read_timeout: settings.edge.header_read_timeout(),
+        body_read_timeout: settings.edge.body_read_timeout(),
+        max_header_bytes: settings.edge.max_header_bytes,
+        write_stall_timeout: settings.write_stall_timeout(),
+        max_connections: None,
+        clients: Some(clients),
+    };
+    let server = edge::serve::serve(listener, app, options, async move {
         let _ = accepting_stopped.await;
     });
-    let mut server = tokio::spawn(async move { server.await });
+    let mut server = tokio::spawn(server);
+    let summary = edge::counters::spawn_summary(REFUSAL_SUMMARY_EVERY);
 
     let reporter = Arc::new(reporter);
     reporter.send(&WorkerReport::Ready);
@@ -112,10 +164,9 @@ pub async fn run(
     tokio::select! {
         () = shutdown => {}
         finished = &mut server => {
-            // The server stops on its own only on an accept error it cannot recover from.
+            // The server stops on its own only if its task panicked.
             return match finished {
-                Ok(Ok(())) => Err(anyhow::anyhow!("server stopped unexpectedly")),
-                Ok(Err(err)) => Err(anyhow::Error::new(err).context("server failed")),
+                Ok(()) => Err(anyhow::anyhow!("server stopped unexpectedly")),
                 Err(join) => Err(anyhow::Error::new(join).context("server task failed")),
             };
         }
@@ -137,6 +188,7 @@ pub async fn run(
         Ok(_) => tracing::info!("drained"),
         Err(_) => tracing::warn!("connections still open at the end of the grace period"),
     }
+    summary.abort();
     reporter.send(&node.counts());
     reporter.send_metrics(&node);
     Ok(())
@@ -154,7 +206,7 @@ fn assemble(
     let api_key = auth::api_key(&settings.auth)?;
     let prefix = &settings.channel_prefix;
     let hub = Arc::new(Hub::default());
-    let fanout = LocalFanout::new(io, origin);
+    let rooms = Rooms::new(io, origin, settings.rooms.clone(), Arc::clone(&hub));
     let sessions = Arc::new(Sessions::new(
         settings.people.device_policy,
         settings.people.session_queue,
@@ -174,7 +226,7 @@ fn assemble(
     let notifications = (!settings.push.notification_channel.is_empty())
         .then(|| listen(&settings.push.notification_channel));
     let inbound = Inbound {
-        rooms: fanout.clone(),
+        rooms: Arc::clone(&rooms),
         users: Arc::clone(&sessions),
         backend,
     };
@@ -185,10 +237,26 @@ fn assemble(
     let (bus, store): (Arc<dyn Bus>, Option<Store>) = match bus_kind {
         BusKind::Redis => {
             let config = store::redis_config(&settings.redis_url, &settings.redis)?;
-            let bus = RedisBus::start(settings, &config, Arc::clone(&hub), inbound)?;
+            let bus = RedisBus::start(settings, &config, origin, Arc::clone(&hub), inbound)?;
             const STORE_CHANNEL_CAPACITY: usize = 64;
             let client = store::build_client(&config, &settings.redis, STORE_CHANNEL_CAPACITY)?;
             fred::prelude::ClientLike::connect(&client);
+            if settings.rooms.history_size > 0 || settings.rooms.recovery() {
+                // Presence runs on the store connection: heartbeats, and reaping dead workers.
+                let room_store = RoomStore::new(client.clone(), prefix, origin, &settings.rooms);
+                presence::spawn(
+                    client.clone(),
+                    prefix.clone(),
+                    Arc::clone(&rooms),
+                    room_store,
+                );
+            }
+            let [publisher, subscriber] = bus.clients();
+            store::sentinel::follow_switches(
+                &config,
+                &settings.redis,
+                vec![publisher, subscriber, client.clone()],
+            )?;
             let store = Store::new(
                 client,
                 prefix,
@@ -199,6 +267,7 @@ fn assemble(
         }
         BusKind::Memory(broker) => (broker.bus(Arc::clone(&hub), inbound), None),
     };
+    rooms.set_bus(Arc::clone(&bus));
     let unread = store
         .as_ref()
         .map(|store| Unread::new(store.clone(), &settings.push));
@@ -220,10 +289,10 @@ fn assemble(
     ));
 
     serve_channel(announcements, {
-        let fanout = fanout.clone();
+        let rooms = Arc::clone(&rooms);
         move |frame| {
-            let fanout = fanout.clone();
-            async move { fanout.announce(&frame).await }
+            let rooms = Arc::clone(&rooms);
+            async move { rooms.announce(&frame).await }
         }
     });
     if let Some(queue) = moderated {
@@ -244,7 +313,7 @@ fn assemble(
     let node = Arc::new(Node::new(
         hub,
         bus,
-        fanout,
+        rooms,
         people,
         dialects,
         authenticator,

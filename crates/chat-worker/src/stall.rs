@@ -3,7 +3,8 @@
 //! When a client stops reading, the kernel's socket buffers fill, writes to it stay pending, and
 //! its socket.io send queue fills (`--send-queue` packets; further messages to it are dropped).
 //! socketioxide cannot close a socket whose queue is full (closing sends a packet first), so the
-//! cut-off happens below it: every accepted connection is wrapped in a [`StallGuard`], which
+//! cut-off happens below it: every accepted connection is wrapped in a [`StallGuard`] (by
+//! `edge::serve`), which
 //! fails the connection's reads and writes once a write has been pending for
 //! `--write-stall-timeout-ms`. The failed read ends the connection, socketioxide runs the
 //! socket's disconnect handler, and every buffer the client held is freed. A client that reads,
@@ -22,43 +23,7 @@ use std::{
 
 use futures_util::task::AtomicWaker;
 
-use axum::serve::Listener;
-use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
-    net::{TcpListener, TcpStream},
-};
-
-/// A listener whose connections are [`StallGuard`]s.
-pub struct GuardedListener {
-    inner: TcpListener,
-    limit: Duration,
-}
-
-impl GuardedListener {
-    pub fn new(inner: TcpListener, limit: Duration) -> Self {
-        Self { inner, limit }
-    }
-}
-
-impl Listener for GuardedListener {
-    type Io = StallGuard<TcpStream>;
-    type Addr = std::net::SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let (stream, addr) = Listener::accept(&mut self.inner).await;
-        // Chat frames are small and must leave at once: with Nagle's algorithm a frame written
-        // while the previous one is unacknowledged waits for the client's (possibly delayed)
-        // acknowledgement. Failing to set it only costs latency, so the connection is kept.
-        if let Err(err) = stream.set_nodelay(true) {
-            tracing::debug!(%addr, %err, "cannot set TCP_NODELAY");
-        }
-        (StallGuard::new(stream, self.limit), addr)
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        Listener::local_addr(&self.inner)
-    }
-}
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// A connection that is cut (reads and writes fail) once a write has stayed pending for
 /// `limit`. The stall is timed by a task of its own, so the cut happens even though nothing
@@ -70,6 +35,28 @@ pub struct StallGuard<S> {
     shared: Arc<Shared>,
     /// The stall this side is in, if a write is pending.
     stall: Option<u64>,
+    /// What the connection holds while it is open (its slot in the per-address count): freed
+    /// with the connection, also after an upgrade hands it to the websocket.
+    _held: Option<Box<dyn Send + Sync>>,
+}
+
+/// Cuts one connection from outside (a socket disconnected for abuse): its reads and writes
+/// fail from then on, as for a stall.
+#[derive(Clone)]
+pub struct Cutter(Arc<Shared>);
+
+impl std::fmt::Debug for Cutter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Cutter")
+    }
+}
+
+impl Cutter {
+    pub fn cut(&self) {
+        self.0.cut.store(true, Ordering::Release);
+        self.0.reader.wake();
+        self.0.writer.wake();
+    }
 }
 
 /// What the watch task and the connection share. Allocated once per connection (small).
@@ -89,7 +76,19 @@ impl<S> StallGuard<S> {
             limit,
             shared: Arc::default(),
             stall: None,
+            _held: None,
         }
+    }
+
+    /// A handle that cuts this connection.
+    pub fn cutter(&self) -> Cutter {
+        Cutter(Arc::clone(&self.shared))
+    }
+
+    /// The same connection, holding `held` until it is dropped.
+    pub fn holding(mut self, held: Option<Box<dyn Send + Sync>>) -> Self {
+        self._held = held;
+        self
     }
 
     fn cut_error() -> io::Error {
@@ -126,6 +125,7 @@ impl<S> StallGuard<S> {
 async fn watch(shared: Arc<Shared>, stall: u64, limit: Duration) {
     tokio::time::sleep(limit).await;
     if shared.stalls.load(Ordering::Acquire) == stall {
+        // Per client, so at debug: a client must not be able to write the log.
         crate::metrics::dropped(crate::metrics::Dropped::SlowConsumer, 1);
         tracing::debug!(
             stalled_ms = limit.as_millis() as u64,
@@ -230,15 +230,5 @@ mod tests {
         let mut guard = StallGuard::new(writer, Duration::from_secs(2));
         guard.write_all(&[7u8; 64]).await.unwrap();
         drain.await.unwrap();
-    }
-
-    #[tokio::test]
-    async fn accepted_connections_send_without_nagle_delay() {
-        let inner = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = inner.local_addr().unwrap();
-        let mut listener = GuardedListener::new(inner, Duration::from_secs(2));
-        let _client = TcpStream::connect(addr).await.unwrap();
-        let (guard, _) = Listener::accept(&mut listener).await;
-        assert!(guard.inner.nodelay().unwrap(), "TCP_NODELAY is set");
     }
 }

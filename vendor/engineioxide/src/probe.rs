@@ -63,9 +63,10 @@ pub fn arm(arrival: Instant) {
     ARMED.with(|armed| armed.set(Some(arrival)));
 }
 
-/// Clears an armed probe that no packet took.
-pub fn disarm() {
-    ARMED.with(|armed| armed.set(None));
+/// Clears an armed probe that no packet took; true if it was still armed (nothing was queued
+/// since [`arm`]).
+pub fn disarm() -> bool {
+    ARMED.with(|armed| armed.take().is_some())
 }
 
 /// A message packet is being queued for one socket.

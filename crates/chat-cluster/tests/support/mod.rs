@@ -102,6 +102,11 @@ impl Redis {
         redis
     }
 
+    /// The running server's pid, if it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.guard.as_ref().map(ChildGuard::pid)
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
@@ -301,3 +306,6 @@ pub fn process_alive(pid: u32) -> bool {
     // Signal 0 checks existence; a zombie would still count, which the tests also want to catch.
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
 }
+
+/// Redis Cluster and Sentinel fixtures (`topologies.rs`).
+pub mod topologies;

@@ -14,13 +14,24 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
+    time::Duration as StdDuration,
     time::{Duration, Instant},
 };
 
-use chat_protocol::{RoomId, bus::Topic};
-use tokio::sync::mpsc;
+use chat_protocol::{RoomId, bus::Topic, memory::MemberRecord};
+use futures_util::future::BoxFuture;
 
-use crate::{fanout::LocalFanout, hub::Hub, people::sessions::Sessions};
+/// Longest the room sockets of a worker that just started wait for its first Redis connection
+/// (counted from the bus's start).
+pub const STARTUP_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{
+    people::sessions::Sessions,
+    rooms::{Rooms, hub::Hub},
+    store::rooms::{HistoryEntry, JoinOp, Joined, QuitOp, ResumeOp, Resumed},
+};
 
 /// Longest a first local socket of a topic waits for the topic's subscription.
 pub const SUBSCRIBE_WAIT: Duration = Duration::from_secs(1);
@@ -68,10 +79,76 @@ pub fn unconfirmed_subscriptions() -> u64 {
     UNCONFIRMED_SUBSCRIPTIONS.load(Ordering::Relaxed)
 }
 
+/// A message said on this worker, for the room's history and the other workers: its id and
+/// its JSON, exactly as the local members got it (moved, not copied, into the bus).
+#[derive(Debug)]
+pub struct Said {
+    pub id: String,
+    pub json: Box<RawValue>,
+}
+
+/// A change of a room's membership, run in Redis in queue order with the room's messages (see
+/// [`crate::store::rooms`]).
+#[derive(Debug)]
+pub enum RoomOp {
+    Join(JoinOp),
+    Quit(QuitOp),
+    Resume(ResumeOp),
+    /// Sets the lifetime of sessions of the room: renewed while connected, the recovery window
+    /// once ended.
+    ExpireSessions {
+        pids: Vec<String>,
+        ttl: StdDuration,
+    },
+}
+
+/// What a [`RoomOp`] got.
+#[derive(Debug)]
+pub enum RoomReply {
+    Joined(Joined),
+    /// Whether the member was removed, and the room's count after.
+    Quit(bool, u64),
+    /// `None`: the session could not be recovered.
+    Resumed(Option<Resumed>),
+    Done,
+}
+
+/// Why a room operation or read could not be done.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BusError {
+    #[error("the bus's queue is full")]
+    QueueFull,
+    #[error("the bus stopped")]
+    Stopped,
+    #[error("{0}")]
+    Store(String),
+}
+
+pub type RoomReplyReceiver = oneshot::Receiver<Result<RoomReply, BusError>>;
+
 pub trait Bus: Send + Sync + 'static {
-    /// Queues `frame` for the room's channel. Never waits; frames queued by one caller are
-    /// published in the order queued.
-    fn publish(&self, room: &RoomId, frame: String);
+    /// Queues a message said on this worker: it is kept in the room's history and published to
+    /// the other workers, in the order queued. Never waits; a full queue drops it (local
+    /// delivery is done already).
+    fn publish(&self, room: &RoomId, said: Said);
+
+    /// Queues a room operation behind everything queued before it; its reply comes back on the
+    /// receiver. The operation's marker frame (joins, recoveries) reaches every subscribed
+    /// worker through the room's channel like a message.
+    fn room_op(&self, room: &RoomId, op: RoomOp) -> RoomReplyReceiver;
+
+    /// Records, before a member of this worker is registered in `room`, that this worker has
+    /// members there: if it dies, whoever reaps it finds them (see [`crate::rooms::presence`]).
+    fn note_room(&self, room: &RoomId) -> BoxFuture<'_, Result<(), BusError>> {
+        let _ = room;
+        Box::pin(async { Ok(()) })
+    }
+
+    /// The room's members, cluster-wide.
+    fn members(&self, room: &RoomId) -> BoxFuture<'_, Result<Vec<MemberRecord>, BusError>>;
+
+    /// The room's history (capped at `--history-size`), newest first.
+    fn history(&self, room: &RoomId) -> BoxFuture<'_, Result<Vec<HistoryEntry>, BusError>>;
 
     /// The hub's occupancy of `topic` changed: subscribe or unsubscribe to match it.
     fn occupancy_changed(&self, topic: &Topic);
@@ -89,6 +166,14 @@ pub trait Bus: Send + Sync + 'static {
     /// Whether the bus is connected now (for health reporting).
     fn is_connected(&self) -> bool;
 
+    /// Resolves once the bus has connected for the first time, or [`STARTUP_WAIT`] after it was
+    /// made, whichever comes first (at once after that, connected or not): the sockets of a
+    /// worker that just started wait for Redis rather than be served as if it were away, and a
+    /// worker started while Redis is away makes them wait once, not each.
+    fn started(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+
     /// Resolves once every frame queued so far has been handed to the medium (for a draining
     /// worker's last words). Callers bound the wait.
     fn flush(&self) -> futures_util::future::BoxFuture<'_, ()> {
@@ -99,8 +184,8 @@ pub trait Bus: Send + Sync + 'static {
 /// Where frames arriving from the bus go.
 #[derive(Clone)]
 pub struct Inbound {
-    /// Room frames: to the room's local members.
-    pub rooms: LocalFanout,
+    /// Room frames: to the room's local members (and the room's pending joins).
+    pub rooms: Arc<Rooms>,
     /// User frames: to the user's local sessions.
     pub users: Arc<Sessions>,
     /// Channels every worker subscribes for its whole life (moderation return, notification,

@@ -31,16 +31,21 @@ use std::{
 use chat_protocol::{
     RoomId,
     bus::Topic,
-    keys::{ChannelTopic, hash_slot, room_channel, topic_of_channel},
+    keys::{ChannelTopic, hash_slot, topic_of_channel},
+    memory::MemberRecord,
 };
 use fred::prelude::{ClientLike, ClusterInterface, Config, EventInterface, PubsubInterface};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Bus, Inbound};
+use super::{BusError, RoomOp, RoomReply, RoomReplyReceiver, Said};
 use crate::{
     config::WorkerSettings,
-    hub::Hub,
-    store::{self, StoreError},
+    rooms::hub::Hub,
+    store::{
+        self, StoreError,
+        rooms::{HistoryEntry, RoomStore},
+    },
 };
 
 /// Frames sent in one pipeline at most.
@@ -52,9 +57,25 @@ const PREPARED_GRACE: Duration = Duration::from_secs(10);
 /// How often the keeper re-checks every room, whatever happened.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 
+/// What the publishing connection does, in queue order.
+enum Outbound {
+    Say(RoomId, Said),
+    /// Boxed: operations are rare, and a say is the hot path's queue item.
+    Op(Box<QueuedOp>),
+}
+
+/// A room operation waiting in the publish queue, and where its reply goes.
+type QueuedOp = (RoomId, RoomOp, oneshot::Sender<Result<RoomReply, BusError>>);
+
 pub struct RedisBus {
-    prefix: String,
-    publish_queue: mpsc::Sender<(String, String)>,
+    publish_queue: mpsc::Sender<Outbound>,
+    publisher: fred::prelude::Client,
+    /// Set once both connections have been up.
+    started: AtomicBool,
+    /// When the bus was made: [`Bus::started`] waits at most [`super::STARTUP_WAIT`] from it.
+    made: tokio::time::Instant,
+    /// The room scripts on the publishing connection, for reads.
+    rooms: RoomStore,
     occupancy: mpsc::UnboundedSender<Topic>,
     prepares: mpsc::UnboundedSender<(Topic, oneshot::Sender<()>)>,
     subscriber: fred::prelude::Client,
@@ -71,6 +92,7 @@ impl RedisBus {
     pub fn start(
         settings: &WorkerSettings,
         config: &Config,
+        origin: chat_protocol::bus::NodeId,
         hub: Arc<Hub>,
         inbound: Inbound,
     ) -> Result<Arc<Self>, StoreError> {
@@ -82,12 +104,21 @@ impl RedisBus {
         let publisher = store::build_client(config, &settings.redis, PUBLISHER_CHANNEL_CAPACITY)?;
         let subscriber = store::build_client(config, &settings.redis, settings.bus_receive_buffer)?;
 
+        let rooms = RoomStore::new(
+            publisher.clone(),
+            &settings.channel_prefix,
+            origin,
+            &settings.rooms,
+        );
         let (publish_queue, publish_rx) = mpsc::channel(settings.bus_queue);
         let (occupancy, occupancy_rx) = mpsc::unbounded_channel();
         let (prepares, prepares_rx) = mpsc::unbounded_channel();
         let bus = Arc::new(Self {
-            prefix: settings.channel_prefix.clone(),
             publish_queue,
+            publisher: publisher.clone(),
+            started: AtomicBool::new(false),
+            made: tokio::time::Instant::now(),
+            rooms: rooms.clone(),
             occupancy,
             prepares,
             subscriber: subscriber.clone(),
@@ -104,11 +135,7 @@ impl RedisBus {
         publisher.connect();
         subscriber.connect();
 
-        tokio::spawn(publish_loop(
-            publisher,
-            publish_rx,
-            Arc::clone(&bus.in_flight),
-        ));
+        tokio::spawn(publish_loop(rooms, publish_rx, Arc::clone(&bus.in_flight)));
         let keeper = SubscriptionKeeper {
             client: subscriber.clone(),
             hub,
@@ -136,19 +163,25 @@ impl RedisBus {
         tokio::spawn(log_connection_errors(errors, reconnects_for_log));
         Ok(bus)
     }
+
+    /// The bus's two connections (publishing, subscribed), for whoever must steer them
+    /// ([`store::sentinel::follow_switches`]).
+    pub fn clients(&self) -> [fred::prelude::Client; 2] {
+        [self.publisher.clone(), self.subscriber.clone()]
+    }
 }
 
-impl Bus for RedisBus {
-    fn publish(&self, room: &RoomId, frame: String) {
-        let channel = room_channel(&self.prefix, room);
-        match self.publish_queue.try_send((channel, frame)) {
+impl RedisBus {
+    fn queue(&self, item: Outbound) -> Result<(), Outbound> {
+        match self.publish_queue.try_send(item) {
             Ok(()) => {
                 if self.publish_queue_full.swap(false, Ordering::Relaxed) {
                     let dropped = self.dropped_publishes.load(Ordering::Relaxed);
                     tracing::warn!(dropped, "redis publish queue drains again");
                 }
+                Ok(())
             }
-            Err(_) => {
+            Err(err) => {
                 crate::metrics::dropped(crate::metrics::Dropped::BusQueueFull, 1);
                 self.dropped_publishes.fetch_add(1, Ordering::Relaxed);
                 if !self.publish_queue_full.swap(true, Ordering::Relaxed) {
@@ -156,8 +189,65 @@ impl Bus for RedisBus {
                         "redis publish queue full: room messages to other workers are dropped"
                     );
                 }
+                Err(err.into_inner())
             }
         }
+    }
+}
+
+impl Bus for RedisBus {
+    fn publish(&self, room: &RoomId, said: Said) {
+        let _ = self.queue(Outbound::Say(room.clone(), said));
+    }
+
+    fn room_op(&self, room: &RoomId, op: RoomOp) -> RoomReplyReceiver {
+        let (reply, wait) = oneshot::channel();
+        if let Err(Outbound::Op(refused)) =
+            self.queue(Outbound::Op(Box::new((room.clone(), op, reply))))
+        {
+            let (_, _, reply) = *refused;
+            let _ = reply.send(Err(BusError::QueueFull));
+        }
+        wait
+    }
+
+    fn note_room(
+        &self,
+        room: &RoomId,
+    ) -> futures_util::future::BoxFuture<'_, Result<(), BusError>> {
+        let room = room.clone();
+        Box::pin(async move {
+            self.rooms
+                .note_room(&room)
+                .await
+                .map_err(|err| BusError::Store(err.to_string()))
+        })
+    }
+
+    fn members(
+        &self,
+        room: &RoomId,
+    ) -> futures_util::future::BoxFuture<'_, Result<Vec<MemberRecord>, BusError>> {
+        let room = room.clone();
+        Box::pin(async move {
+            self.rooms
+                .members(&room)
+                .await
+                .map_err(|err| BusError::Store(err.to_string()))
+        })
+    }
+
+    fn history(
+        &self,
+        room: &RoomId,
+    ) -> futures_util::future::BoxFuture<'_, Result<Vec<HistoryEntry>, BusError>> {
+        let room = room.clone();
+        Box::pin(async move {
+            self.rooms
+                .history(&room)
+                .await
+                .map_err(|err| BusError::Store(err.to_string()))
+        })
     }
 
     fn occupancy_changed(&self, topic: &Topic) {
@@ -178,6 +268,21 @@ impl Bus for RedisBus {
         self.subscriber.is_connected()
     }
 
+    fn started(&self) -> futures_util::future::BoxFuture<'_, ()> {
+        Box::pin(async {
+            if self.started.load(Ordering::Acquire) {
+                return;
+            }
+            // Both the bus's connections: joins and recoveries need the publishing one.
+            let _ = tokio::time::timeout_at(self.made + super::STARTUP_WAIT, async {
+                let _ = self.subscriber.wait_for_connect().await;
+                let _ = self.publisher.wait_for_connect().await;
+            })
+            .await;
+            self.started.store(true, Ordering::Release);
+        })
+    }
+
     fn flush(&self) -> futures_util::future::BoxFuture<'_, ()> {
         Box::pin(async {
             while self.publish_queue.capacity() < self.publish_queue.max_capacity()
@@ -189,39 +294,70 @@ impl Bus for RedisBus {
     }
 }
 
+/// Runs the publishing connection's queue in order: consecutive messages of one room go to
+/// Redis in one script call (`say.lua`), room operations one by one.
 async fn publish_loop(
-    client: fred::prelude::Client,
-    mut queue: mpsc::Receiver<(String, String)>,
+    rooms: RoomStore,
+    mut queue: mpsc::Receiver<Outbound>,
     in_flight: Arc<AtomicUsize>,
 ) {
     let mut batch = Vec::with_capacity(PUBLISH_BATCH);
     let mut failing = false;
     while queue.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
         in_flight.store(batch.len(), Ordering::Release);
-        let frames = batch.len() as u64;
-        let pipeline = client.pipeline();
-        for (channel, frame) in batch.drain(..) {
-            // Queuing into a pipeline only buffers the command; it cannot fail here.
-            let _: Result<(), _> = pipeline.spublish(channel, frame).await;
-        }
-        let timer = crate::metrics::redis_command_timer();
-        let published = pipeline.all::<fred::types::Value>().await;
-        drop(timer);
-        if published.is_ok() {
-            crate::metrics::BUS_PUBLISHED.add(frames);
-        }
-        match published {
-            Ok(_) if failing => {
-                failing = false;
-                tracing::info!("redis publishing recovered");
+        let mut items = batch.drain(..).peekable();
+        while let Some(item) = items.next() {
+            match item {
+                Outbound::Say(room, said) => {
+                    let mut says = vec![(said.id, String::from(Box::<str>::from(said.json)))];
+                    while let Some(Outbound::Say(next_room, _)) = items.peek() {
+                        if *next_room != room {
+                            break;
+                        }
+                        if let Some(Outbound::Say(_, said)) = items.next() {
+                            says.push((said.id, String::from(Box::<str>::from(said.json))));
+                        }
+                    }
+                    let frames = says.len() as u64;
+                    let timer = crate::metrics::redis_command_timer();
+                    let published = rooms.publish_says(&room, says).await;
+                    drop(timer);
+                    match published {
+                        Ok(()) => {
+                            crate::metrics::BUS_PUBLISHED.add(frames);
+                            if failing {
+                                failing = false;
+                                tracing::info!("redis publishing recovered");
+                            }
+                        }
+                        Err(err) if !failing => {
+                            failing = true;
+                            tracing::warn!(cause = %err, "redis publish failed: other workers miss room messages until it recovers");
+                        }
+                        Err(err) => tracing::debug!(cause = %err, "redis publish failed again"),
+                    }
+                }
+                Outbound::Op(item) => {
+                    let (room, op, reply) = *item;
+                    let timer = crate::metrics::redis_command_timer();
+                    let answer = match op {
+                        RoomOp::Join(op) => rooms.join(&room, op).await.map(RoomReply::Joined),
+                        RoomOp::Quit(op) => rooms
+                            .quit(&room, op)
+                            .await
+                            .map(|(removed, count)| RoomReply::Quit(removed, count)),
+                        RoomOp::Resume(op) => rooms.resume(&room, op).await.map(RoomReply::Resumed),
+                        RoomOp::ExpireSessions { pids, ttl } => rooms
+                            .expire_sessions(&room, &pids, ttl)
+                            .await
+                            .map(|()| RoomReply::Done),
+                    };
+                    drop(timer);
+                    let _ = reply.send(answer.map_err(|err| BusError::Store(err.to_string())));
+                }
             }
-            Ok(_) => {}
-            Err(err) if !failing => {
-                failing = true;
-                tracing::warn!(cause = %err, "redis publish failed: other workers miss room messages until it recovers");
-            }
-            Err(err) => tracing::debug!(cause = %err, "redis publish failed again"),
         }
+        drop(items);
         in_flight.store(0, Ordering::Release);
     }
 }
@@ -377,8 +513,11 @@ impl SubscriptionKeeper {
             // The next (re)connection reconciles everything.
             return;
         }
-        self.prepared
-            .retain(|_, since| since.elapsed() < PREPARED_GRACE);
+        // A prepared topic that the hub shows has no more need of the grace: its socket is in,
+        // and the hub decides from now on (the last one out unsubscribes at once).
+        self.prepared.retain(|topic, since| {
+            since.elapsed() < PREPARED_GRACE && !self.hub.is_occupied(topic)
+        });
         let (to_subscribe, to_unsubscribe): (Vec<Topic>, Vec<Topic>) = topics
             .into_iter()
             .filter(|topic| self.wanted(topic) != self.subscribed.contains_key(topic))
@@ -431,7 +570,7 @@ async fn receive_loop(
             continue;
         };
         match topic_of_channel(&prefix, &message.channel) {
-            Some(ChannelTopic::Room(room)) => inbound.rooms.deliver_frame(room, &frame).await,
+            Some(ChannelTopic::Room(room)) => inbound.rooms.on_frame(room, &frame),
             Some(ChannelTopic::User(user)) => inbound.users.on_frame(user, &frame),
             None => {
                 let handler = inbound

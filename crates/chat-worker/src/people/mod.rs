@@ -46,8 +46,8 @@ use self::{
 use crate::{
     bus::{self, Bus},
     config::PeopleSettings,
-    hub::{Hub, Occupancy},
     push::unread::Unread,
+    rooms::hub::{Hub, Occupancy},
     store::StoreError,
     unix_millis,
 };

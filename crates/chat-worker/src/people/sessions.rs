@@ -56,15 +56,10 @@ pub struct Mailbox {
 struct Session {
     sid: Sid,
     device: DeviceId,
-    /// Whether the session follows the device policy; `false`: it stays beside the user's
-    /// other sessions, whatever logs in.
-    exclusive: bool,
     /// Pushes tagged with this take the session (the old push service's `tokenId`).
     tag: Option<UserId>,
-    /// The login generation of this session; 0 until the login script answered.
-    generation: u64,
-    /// The newest login seen while `generation` was unknown.
-    newest_seen: Option<(u64, String)>,
+    /// Where this session stands in its user's login order.
+    order: LoginOrder,
     socket: SocketRef,
     mail: mpsc::Sender<Mail>,
     behind: Arc<AtomicBool>,
@@ -97,6 +92,86 @@ pub fn supersedes(
     match policy {
         DevicePolicy::Single => Some(Supersede::LoggedOut),
         DevicePolicy::Multi => None,
+    }
+}
+
+/// A session's place in its user's login order: the generation its own login got, and, while
+/// that is not known yet (the login script has not answered), the logins seen meanwhile that
+/// may end it. Pure: the registry below feeds it the frames and carries out what it decides.
+///
+/// Whatever order a login frame and the session's own generation arrive in, the session ends
+/// if and only if some login frame [`supersedes`] it; a session logged in side by side never
+/// ends.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct LoginOrder {
+    /// The session logged in beside the user's others (an old client's login that follows no
+    /// device policy, [`super::LoginOptions::exclusive`] false): no login ends it.
+    side_by_side: bool,
+    /// The login generation of this session; 0 until the login script answered.
+    generation: u64,
+    /// The newest login from the session's own device seen while `generation` was 0.
+    newest_same_device: u64,
+    /// The newest login from another device seen while `generation` was 0.
+    newest_other_device: Option<(u64, String)>,
+}
+
+impl LoginOrder {
+    /// The order of a new session: `exclusive`, it follows the device policy; otherwise it
+    /// stays beside every other session of the user.
+    pub(crate) fn new(exclusive: bool) -> Self {
+        Self {
+            side_by_side: !exclusive,
+            ..Self::default()
+        }
+    }
+
+    /// A login frame of `generation` from `device` arrived; what it does to this session (on
+    /// `own_device`) now. Before the session's own generation is known it only remembers.
+    pub(crate) fn on_login(
+        &mut self,
+        policy: DevicePolicy,
+        own_device: &str,
+        generation: u64,
+        device: &str,
+    ) -> Option<Supersede> {
+        if self.side_by_side {
+            return None;
+        }
+        if self.generation != 0 {
+            return supersedes(policy, self.generation, own_device, generation, device);
+        }
+        if device == own_device {
+            self.newest_same_device = self.newest_same_device.max(generation);
+        } else if self
+            .newest_other_device
+            .as_ref()
+            .is_none_or(|(seen, _)| *seen < generation)
+        {
+            self.newest_other_device = Some((generation, device.to_owned()));
+        }
+        None
+    }
+
+    /// The session's own login got `generation`; whether a login seen meanwhile ends it (how,
+    /// and by which device).
+    pub(crate) fn set_generation(
+        &mut self,
+        policy: DevicePolicy,
+        own_device: &str,
+        generation: u64,
+    ) -> Option<(Supersede, String)> {
+        self.generation = generation;
+        if self.side_by_side {
+            return None;
+        }
+        let same = std::mem::take(&mut self.newest_same_device);
+        let other = self.newest_other_device.take();
+        if let Some(how) = supersedes(policy, generation, own_device, same, own_device) {
+            return Some((how, own_device.to_owned()));
+        }
+        let (seen, device) = other?;
+        let how = supersedes(policy, generation, own_device, seen, &device)?;
+        Some((how, device))
     }
 }
 
@@ -137,10 +212,8 @@ impl Sessions {
         self.lock().entry(user.clone()).or_default().push(Session {
             sid: socket.id,
             device,
-            exclusive,
             tag,
-            generation: 0,
-            newest_seen: None,
+            order: LoginOrder::new(exclusive),
             socket,
             mail,
             behind: Arc::clone(&behind),
@@ -177,11 +250,14 @@ impl Sessions {
             else {
                 return;
             };
-            session.generation = generation;
             session
-                .newest_seen
-                .take()
-                .and_then(|(newest, device)| self.ending(session, newest, &device))
+                .order
+                .set_generation(self.policy, session.device.as_str(), generation)
+                .map(|(how, device)| Ending {
+                    socket: session.socket.clone(),
+                    how,
+                    device,
+                })
         };
         end_all(ending);
     }
@@ -277,39 +353,21 @@ impl Sessions {
             sessions
                 .iter_mut()
                 .filter_map(|session| {
-                    if session.generation == 0 {
-                        let newer = session
-                            .newest_seen
-                            .as_ref()
-                            .is_none_or(|(seen, _)| *seen < generation);
-                        if newer {
-                            session.newest_seen = Some((generation, device.to_owned()));
-                        }
-                        return None;
-                    }
-                    self.ending(session, generation, device)
+                    let how = session.order.on_login(
+                        self.policy,
+                        session.device.as_str(),
+                        generation,
+                        device,
+                    )?;
+                    Some(Ending {
+                        socket: session.socket.clone(),
+                        how,
+                        device: device.to_owned(),
+                    })
                 })
                 .collect()
         };
         end_all(ending);
-    }
-
-    fn ending(&self, session: &Session, generation: u64, device: &str) -> Option<Ending> {
-        if !session.exclusive {
-            return None;
-        }
-        let how = supersedes(
-            self.policy,
-            session.generation,
-            session.device.as_str(),
-            generation,
-            device,
-        )?;
-        Some(Ending {
-            socket: session.socket.clone(),
-            how,
-            device: device.to_owned(),
-        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<UserId, Vec<Session>>> {
@@ -359,5 +417,156 @@ mod tests {
         // An older or the session's own login never ends it, whatever the order of arrival.
         assert_eq!(supersedes(Single, 3, "a", 2, "b"), None);
         assert_eq!(supersedes(Single, 3, "a", 3, "a"), None);
+    }
+
+    /// What happens to a session on device "a" whose own login gets `own` when `frames` (login
+    /// generation, device) arrive and the generation is learnt after the first `known_after` of
+    /// them: the first ending, if any.
+    fn run(
+        policy: DevicePolicy,
+        own: u64,
+        frames: &[(u64, &str)],
+        known_after: usize,
+    ) -> Option<(Supersede, String)> {
+        run_order(LoginOrder::default(), policy, own, frames, known_after)
+    }
+
+    /// [`run`] for a session whose order starts as `order` (exclusive or side by side).
+    fn run_order(
+        mut order: LoginOrder,
+        policy: DevicePolicy,
+        own: u64,
+        frames: &[(u64, &str)],
+        known_after: usize,
+    ) -> Option<(Supersede, String)> {
+        let mut endings = Vec::new();
+        for (i, (generation, device)) in frames.iter().enumerate() {
+            if i == known_after {
+                endings.extend(order.set_generation(policy, "a", own));
+            }
+            let how = order.on_login(policy, "a", *generation, device);
+            endings.extend(how.map(|how| (how, device.to_string())));
+        }
+        if known_after >= frames.len() {
+            endings.extend(order.set_generation(policy, "a", own));
+        }
+        endings.into_iter().next()
+    }
+
+    /// Every sequence of up to three login frames (generations 1 to 4, devices "a" and "b").
+    fn login_sequences() -> Vec<Vec<(u64, &'static str)>> {
+        let choices: Vec<(u64, &str)> = (1..=4)
+            .flat_map(|generation| [(generation, "a"), (generation, "b")])
+            .collect();
+        let mut sequences: Vec<Vec<(u64, &str)>> = vec![vec![]];
+        for _ in 0..3 {
+            let longer: Vec<_> = sequences
+                .iter()
+                .filter(|s| s.len() == sequences.last().map_or(0, Vec::len))
+                .flat_map(|s| {
+                    choices.iter().map(move |c| {
+                        let mut s = s.clone();
+                        s.push(*c);
+                        s
+                    })
+                })
+                .collect();
+            sequences.extend(longer);
+        }
+        assert_eq!(sequences.len(), 1 + 8 + 64 + 512);
+        sequences
+    }
+
+    /// Every sequence of up to three login frames (generations 1 to 4, devices "a" and "b"),
+    /// with the session's own generation (1 to 4) learnt before, between or after them, under
+    /// both policies: the session ends if and only if some frame supersedes it, whatever the
+    /// order, and the way it ends is one of those frames'.
+    #[test]
+    fn the_later_login_wins_whatever_the_arrival_order() {
+        let sequences = login_sequences();
+        let mut ended_runs = 0;
+        for policy in [DevicePolicy::Single, DevicePolicy::Multi] {
+            for own in 1..=4 {
+                for frames in &sequences {
+                    let superseding: Vec<(Supersede, String)> = frames
+                        .iter()
+                        .filter_map(|(g, d)| {
+                            supersedes(policy, own, "a", *g, d).map(|how| (how, d.to_string()))
+                        })
+                        .collect();
+                    for known_after in 0..=frames.len() {
+                        let got = run(policy, own, frames, known_after);
+                        let case =
+                            format!("{policy:?}, own {own}, {frames:?}, known after {known_after}");
+                        match &got {
+                            None => assert!(superseding.is_empty(), "{case}: not ended"),
+                            Some(ending) => {
+                                ended_runs += 1;
+                                assert!(superseding.contains(ending), "{case}: ended by {ending:?}")
+                            }
+                        }
+                        if known_after == 0 {
+                            // Known from the start: the first superseding frame ends it.
+                            assert_eq!(got.as_ref(), superseding.first(), "{case}");
+                        }
+                    }
+                }
+            }
+        }
+        assert!(ended_runs > 1000, "only {ended_runs} runs ended a session");
+    }
+
+    /// A session logged in side by side (an old client's `user_login`) is never ended, by any
+    /// sequence of logins in any arrival order, under either policy, even by its own device.
+    #[test]
+    fn a_session_side_by_side_is_never_ended() {
+        for policy in [DevicePolicy::Single, DevicePolicy::Multi] {
+            for own in 1..=4 {
+                for frames in &login_sequences() {
+                    for known_after in 0..=frames.len() {
+                        let got =
+                            run_order(LoginOrder::new(false), policy, own, frames, known_after);
+                        assert_eq!(
+                            got, None,
+                            "{policy:?}, own {own}, {frames:?}, known after {known_after}"
+                        );
+                    }
+                }
+            }
+        }
+        // The same runs with an exclusive order do end sessions: the loop above could fail.
+        assert_eq!(
+            run_order(
+                LoginOrder::new(true),
+                DevicePolicy::Single,
+                1,
+                &[(2, "b")],
+                0
+            ),
+            Some((Supersede::LoggedOut, "b".to_owned()))
+        );
+    }
+
+    /// Mentioned in the module doc: two devices log in at once; the later one's frame may arrive
+    /// on a worker before the earlier session learnt its own generation.
+    #[test]
+    fn an_early_frame_of_a_later_login_ends_the_session_once_its_generation_is_known() {
+        let mut order = LoginOrder::default();
+        assert_eq!(order.on_login(DevicePolicy::Single, "a", 8, "b"), None);
+        assert_eq!(
+            order.on_login(DevicePolicy::Single, "a", 7, "a"),
+            None,
+            "its own frame"
+        );
+        assert_eq!(
+            order.set_generation(DevicePolicy::Single, "a", 7),
+            Some((Supersede::LoggedOut, "b".to_owned()))
+        );
+        // Remembered logins are spent: a later frame is judged on its own.
+        assert_eq!(order.on_login(DevicePolicy::Single, "a", 6, "b"), None);
+        assert_eq!(
+            order.on_login(DevicePolicy::Single, "a", 9, "a"),
+            Some(Supersede::Replaced)
+        );
     }
 }

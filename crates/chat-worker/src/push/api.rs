@@ -113,6 +113,35 @@ fn idempotency_key(headers: &HeaderMap, limits: &Limits) -> Result<Option<String
     })
 }
 
+/// Why a body is not a request, in our words (serde_json's own messages are its API, not ours):
+/// where it went wrong, and what kind of wrong.
+fn unreadable_body(err: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let (line, column) = (err.line(), err.column());
+    match err.classify() {
+        Category::Syntax => {
+            format!("the body is not JSON: syntax error at line {line}, column {column}")
+        }
+        Category::Eof => format!("the body ends too early, at line {line}, column {column}"),
+        Category::Data | Category::Io => format!(
+            "the body is JSON but not a request of this endpoint (docs/openapi.yaml): a field \
+             is missing or has the wrong type, near line {line}, column {column}"
+        ),
+    }
+}
+
+/// Whether `E` is among the causes of `err`.
+fn caused_by<E: std::error::Error + 'static>(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(err);
+    while let Some(current) = cause {
+        if current.is::<E>() {
+            return true;
+        }
+        cause = current.source();
+    }
+    false
+}
+
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
         tracing::debug!(status = %self.status, code = self.code, reason = %self.message, "api request refused");
@@ -157,7 +186,14 @@ async fn admit<'a, T: DeserializeOwned>(
             "missing or wrong API key: send Authorization: Bearer <key>",
         ));
     }
-    let bytes = to_bytes(body, state.max_body).await.map_err(|_| {
+    let bytes = to_bytes(body, state.max_body).await.map_err(|err| {
+        if caused_by::<crate::edge::body::BodyTimeout>(&err) {
+            return Refusal::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                "the body did not arrive in time (see --body-read-timeout-ms)",
+            );
+        }
         Refusal::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
@@ -168,7 +204,7 @@ async fn admit<'a, T: DeserializeOwned>(
         Refusal::new(
             StatusCode::BAD_REQUEST,
             "invalid_json",
-            format!("the body is not a valid request: {err}"),
+            unreadable_body(&err),
         )
     })?;
     let pusher = state.pusher.as_ref().ok_or_else(|| {

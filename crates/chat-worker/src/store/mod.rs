@@ -10,6 +10,8 @@
 //! connection, by `WAIT 1 <timeout>` routed to the node holding the written key; the answer
 //! is sent only if a replica confirmed it.
 
+pub mod rooms;
+pub mod sentinel;
 pub mod topology;
 
 use std::{path::Path, time::Duration};
