@@ -14,14 +14,20 @@
 # or anything is lost); product and node also take the standard fanout through nginx (ip_hash,
 # clients on 64 source addresses). `--tuned` adds a clearly labelled line, socketioxide-tuned:
 # the same stock server with fred's broadcast channel raised from 32 to 4096 messages (fanout
-# and ramp only). The socketioxide peer's own reports of what it dropped (fred's "lagged by N",
+# and ramp only). `--history-off` adds product-history-off: the product with `--history-size 0`
+# (no room history, so no recovery), fanout and ramp only, for the cost of rooms that remember.
+# `--metrics-off` adds product-metrics-off: the product built without its `metrics` feature
+# (no counters, histograms or delivery probe; /metrics shows zeros), fanout and ramp only, for
+# the cost of the metrics.
+# The socketioxide peer's own reports of what it dropped (fred's "lagged by N",
 # the adapter's "dropped a message") are counted from its log after each scenario. Writes the
 # JSON lines to bench/results/<UTC stamp>.jsonl, draws latency against delivered rate from the
 # ramps (bench/results/<UTC stamp>.svg, copied to bench/chart.svg) and prints a comparison.
 #
 #   bash scripts/bench.sh [--workers N] [--clients C] [--rooms R] [--senders S] [--rate R]
 #                         [--seconds T] [--idle N] [--ramp R1,R2,...] [--step-seconds T]
-#                         [--p99-limit-ms MS] [--servers a,b,...] [--tuned] [--no-nginx]
+#                         [--p99-limit-ms MS] [--servers a,b,...] [--tuned] [--history-off]
+#                         [--metrics-off] [--no-nginx]
 #                         [--sections all|three-way|topologies]
 #                         [--dm-ramp R1,R2,...] [--wide-ramp R1,R2,...]
 # `--sections topologies` runs only the last section (Redis Cluster and Sentinel-style
@@ -35,7 +41,7 @@ repo=$PWD
 
 workers=2 clients=1000 rooms=10 senders=100 rate=5 seconds=10 idle=4000
 ramp=1,2,4,8,10,12,16,24,32,40,48 step_seconds=4 p99_limit_ms=50
-servers=product,node,node-adapter,socketioxide,floor tuned=0 nginx=1
+servers=product,node,node-adapter,socketioxide,floor tuned=0 nginx=1 history_off=0 metrics_off=0
 sections=all dm_rates=5,10,20,40,80,160 wide_ramp=0.5,1,2,4,8,16
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -51,6 +57,8 @@ while [ $# -gt 0 ]; do
     --p99-limit-ms) p99_limit_ms=$2; shift 2 ;;
     --servers) servers=$2; shift 2 ;;
     --tuned) tuned=1; shift ;;
+    --history-off) history_off=1; shift ;;
+    --metrics-off) metrics_off=1; shift ;;
     --no-nginx) nginx=0; shift ;;
     --sections) sections=$2; shift 2 ;;
     --dm-ramp) dm_rates=$2; shift 2 ;;
@@ -70,6 +78,9 @@ bash scripts/install-deps.sh
 nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
 target_dir=${CARGO_TARGET_DIR:-$repo/target}
 cargo build --locked --release -p chat-cluster -p chat-bench
+if [ "$metrics_off" = 1 ]; then
+  cargo build --locked --release -p chat-cluster --no-default-features --target-dir "$target_dir/no-metrics"
+fi
 if wanted socketioxide; then
   # Outside the workspace (and its [patch.crates-io]): the crates.io socketioxide.
   cargo build --locked --release --manifest-path bench/socketioxide-peer/Cargo.toml --target-dir "$target_dir"
@@ -200,19 +211,35 @@ fanout_via_nginx() { # name, server pids (comma-separated)
 }
 
 if [ "$sections" != topologies ]; then
-# The product.
-if wanted product; then
+# The product. $1: its name in the results; $2: extra flags for the supervisor; $3: skip-idle
+# and nginx (for variants); $4: the binary (the release build by default).
+product_run() {
+  local name=$1 flags=$2 variant=${3:-} binary=${4:-$bin/chat-cluster}
   start_redis
-  "$bin/chat-cluster" supervise --workers "$workers" --base-port "$base" --admin-port "$(free_port)" \
-    --redis-url "$redis_url" --rate-burst 1000 --rate-per-sec 1000 > /dev/null 2>&1 &
+  # shellcheck disable=SC2086 # $flags is a list of flags
+  "$binary" supervise --workers "$workers" --base-port "$base" --admin-port "$(free_port)" \
+    --redis-url "$redis_url" --rate-burst 1000 --rate-per-sec 1000 $flags > /dev/null 2>&1 &
   supervisor=$!
   started=("$supervisor")
   wait_ports "$base" "$last"
   sleep 1
   product_pids=$(pgrep -d, -P "$supervisor")
-  run_scenarios product "$product_pids"
-  fanout_via_nginx product "$product_pids"
+  if [ -n "$variant" ]; then
+    run_scenarios "$name" "$product_pids" "$targets" "$flags" skip-idle  # the flags are chat-bench's too
+  else
+    run_scenarios "$name" "$product_pids"
+    fanout_via_nginx "$name" "$product_pids"
+  fi
   stop_all
+}
+if wanted product; then
+  product_run product ""
+  if [ "$history_off" = 1 ]; then
+    product_run product-history-off "--history-size 0" variant
+  fi
+  if [ "$metrics_off" = 1 ]; then
+    product_run product-metrics-off "" variant "$target_dir/no-metrics/release/chat-cluster"
+  fi
 fi
 
 # The old node design.
@@ -291,7 +318,7 @@ by = {}
 for r in rows:
     key = (r["server"], r["scenario"] if r["scenario"] != "peer_drops" else "drops:" + r["after"])
     by[key] = r
-order = ["product", "node", "node-adapter", "socketioxide", "socketioxide-tuned", "floor"]
+order = ["product", "product-history-off", "product-metrics-off", "node", "node-adapter", "socketioxide", "socketioxide-tuned", "floor"]
 servers = [s for s in order if any(k[0] == s for k in by)]
 def get(server, scenario, key):
     return by.get((server, scenario), {}).get(key)

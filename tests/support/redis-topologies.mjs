@@ -401,6 +401,7 @@ export async function startRedisSentinel({ serviceName = "chat", sentinels = 3, 
     async restart(port) {
       await startData(port, await setup.masterPort());
       await until(`${port} to be a replica in sync`, async () => (await redisCli(port, ["INFO", "replication"])).includes("master_link_status:up"));
+      const seen = new Map();
       await until(
         `every sentinel to see ${port} as a replica that is up`,
         async () => {
@@ -408,14 +409,23 @@ export async function startRedisSentinel({ serviceName = "chat", sentinels = 3, 
             const lines = (await redisCli(sentinel, ["SENTINEL", "REPLICAS", serviceName])).split("\n");
             // Field/value lines per replica: find this port's flags.
             const at = lines.findIndex((line, i) => line === "port" && lines[i + 1] === String(port));
-            if (at < 0) return false;
-            const flags = lines[lines.indexOf("flags", at) + 1];
+            const flags = at < 0 ? "(not listed)" : lines[lines.indexOf("flags", at) + 1];
+            seen.set(sentinel, flags);
             if (flags !== "slave") return false;
           }
           return true;
         },
-        { timeoutMs: 30_000, everyMs: 200 },
-      );
+        // A sentinel whose timer was held up (a busy machine) enters TILT mode for 30 s, during
+        // which it updates no flags: wait past it.
+        { timeoutMs: 60_000, everyMs: 200 },
+      ).catch(async (err) => {
+        const tilt = {};
+        for (const sentinel of liveSentinels()) {
+          const info = await redisCli(sentinel, ["INFO", "sentinel"]).catch((e) => e.message);
+          tilt[sentinel] = /sentinel_tilt:(\d)/.exec(info)?.[1];
+        }
+        throw new Error(`${err.message}; last flags per sentinel: ${JSON.stringify(Object.fromEntries(seen))}; in TILT: ${JSON.stringify(tilt)}`);
+      });
     },
     async lagReplica(ms) {
       const master = await setup.masterPort();

@@ -75,7 +75,8 @@ pub struct FanoutConfig {
     /// The server's `--history-size`: a socket.io client enters its room at `join`, and the
     /// joins before its own come in the `history` event, at most this many messages; a member
     /// whose history was that full may not have seen the oldest joins of its room (0: the
-    /// server sends no history).
+    /// server sends no history, and nobody sees the joins before their own). Peers that put a
+    /// socket in its room at connect send every join live, so nothing is excused for them.
     pub history_size: usize,
 }
 
@@ -949,7 +950,8 @@ async fn client_join(
     ));
     tokio::pin!(hard_stop);
     let mut alive = true;
-    let mut history_full = false;
+    // A server without history shows nobody the joins before their own.
+    let mut history_full = shared.history_size == 0;
     let account = |message: &Incoming<'_>, tally: &mut JoinTally, client: &mut Client| {
         let Some(joiner) = joiner_of(message).filter(|_| message.event == "join") else {
             return;

@@ -7,6 +7,10 @@
 //! [`LATENCY_SAMPLE_EVERY`] is timed, at every local write of it (engineioxide's probe, see
 //! `vendor/README.md`); the others cost one relaxed add to decide so.
 //!
+//! Without the crate feature `metrics` (on by default) every count, histogram and probe above
+//! is compiled out and every figure stays 0: a build for measuring what they cost
+//! (`bash scripts/bench.sh --metrics-off`), not for running.
+//!
 //! The statics are per process. A worker process is one worker, so they are the worker's; tests
 //! that run several workers in one process see their sum.
 
@@ -39,7 +43,9 @@ impl Counter {
 
     #[inline]
     pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
+        if cfg!(feature = "metrics") {
+            self.0.fetch_add(n, Ordering::Relaxed);
+        }
     }
 
     pub fn get(&self) -> u64 {
@@ -102,6 +108,9 @@ pub fn emit_failed(err: &socketioxide::BroadcastError) {
 /// `other`, so clients cannot grow the label set).
 #[inline]
 pub fn event_received(event: &str) {
+    if !cfg!(feature = "metrics") {
+        return;
+    }
     let index = EVENT_LABELS[..EVENT_LABELS.len() - 1]
         .iter()
         .position(|known| *known == event)
@@ -131,6 +140,9 @@ impl Drop for RedisTimer {
 #[must_use = "the probe stays armed until the guard drops"]
 #[inline]
 pub fn delivery_probe() -> Option<DeliveryProbe> {
+    if !cfg!(feature = "metrics") {
+        return None;
+    }
     let seq = MESSAGES_FANNED_OUT.0.fetch_add(1, Ordering::Relaxed);
     // A sampled fan-out that reached no socket passes its turn to the next one.
     if !seq.is_multiple_of(LATENCY_SAMPLE_EVERY) && !SAMPLE_OWED.swap(false, Ordering::Relaxed) {
@@ -241,6 +253,9 @@ impl<const N: usize> Histogram<N> {
     }
 
     fn observe(&self, elapsed: Duration) {
+        if !cfg!(feature = "metrics") {
+            return;
+        }
         let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
         // The last bound is u64::MAX, so a bucket is always found.
         let index = self
@@ -260,7 +275,7 @@ impl<const N: usize> Histogram<N> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "metrics"))]
 mod tests {
     use super::*;
 

@@ -10,6 +10,9 @@
 //! afterwards becomes the sample, and every write of that same packet (the queued copies share
 //! their bytes, so their address) reports the time since it was armed to the observer set with
 //! [`set_latency_observer`]. Arming again replaces the sample.
+//!
+//! Without the crate feature `probe` nothing is counted or timed (every figure stays 0): the
+//! embedding server's way to measure what this costs.
 
 use std::{
     cell::Cell,
@@ -72,6 +75,9 @@ pub fn disarm() -> bool {
 /// A message packet is being queued for one socket.
 #[inline]
 pub(crate) fn on_queue(message: &Str) {
+    if !cfg!(feature = "probe") {
+        return;
+    }
     if let Some(arrival) = ARMED.with(|armed| armed.take()) {
         let mut sample = SAMPLE.lock().unwrap_or_else(|poison| poison.into_inner());
         SAMPLE_ADDR.store(message.as_ptr() as usize, Ordering::Relaxed);
@@ -83,6 +89,9 @@ pub(crate) fn on_queue(message: &Str) {
 /// A packet is being handed to a transport.
 #[inline]
 pub(crate) fn on_write(packet: &Packet) {
+    if !cfg!(feature = "probe") {
+        return;
+    }
     let Packet::Message(message) = packet else {
         return;
     };
@@ -115,6 +124,9 @@ fn observe(message: &Str) {
 
 /// A websocket session ended with `err` while reading from the client.
 pub(crate) fn on_read_error(err: &Error) {
+    if !cfg!(feature = "probe") {
+        return;
+    }
     use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
     if let Error::WsTransport(err) = err
         && matches!(
@@ -126,7 +138,7 @@ pub(crate) fn on_read_error(err: &Error) {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "probe"))]
 mod tests {
     use super::*;
 
