@@ -6,10 +6,10 @@
 
 /** Files that declared tests that ran: the files under e2e/ and the conformance suites they
  * import (a test counts for the file that declares it); 25 in the full run of 2026-11-30 with
- * the Redis Cluster and Sentinel files. */
-const MIN_FILES = 25;
+ * the Redis Cluster and Sentinel files; +1 file, +5 tests: migration.test.mjs. */
+const MIN_FILES = 26;
 /** Tests that must have passed, over all files (137 in that run). */
-const MIN_PASSED = 137;
+const MIN_PASSED = 142;
 
 export default async function* floorReporter(source) {
   const files = new Set();

@@ -8,6 +8,7 @@ pub mod bus;
 pub mod client;
 pub mod error;
 pub mod keys;
+pub mod legacy;
 pub mod limits;
 pub mod memory;
 pub mod people;

@@ -187,6 +187,7 @@ impl Node {
             .map(|raw| RoomId::parse(&raw, &self.limits))
             .transpose()?;
         if let Some(room) = &room {
+            self.rooms.admit(room)?;
             // A worker that just started: its first room sockets wait for Redis (bounded), so
             // their joins and recoveries reach the cluster.
             self.bus.started().await;
@@ -520,6 +521,7 @@ impl Node {
         if membership.username.get().is_none() {
             return Err(not_joined());
         }
+        self.rooms.refuse_in_legacy(MEMBERS_EVENT)?;
         let members = self
             .rooms
             .members(&room)
@@ -545,6 +547,7 @@ impl Node {
         if membership.username.get().is_none() {
             return Err(not_joined());
         }
+        self.rooms.refuse_in_legacy(HISTORY_EVENT)?;
         let request: HistoryRequest = match data {
             None | Some(serde_json::Value::Null) => HistoryRequest::default(),
             Some(data) => serde_json::from_value(data)
