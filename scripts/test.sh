@@ -20,6 +20,8 @@ cargo build --locked -p chat-cluster
 # into the same target directory) and node socket.io with the official Redis adapter.
 cargo build --locked --manifest-path bench/socketioxide-peer/Cargo.toml --target-dir "${CARGO_TARGET_DIR:-target}"
 (cd bench/node-adapter-peer && npm ci --no-audit --no-fund --loglevel=error)
+# The old node design itself, for the rolling migration test (tests/e2e/migration.test.mjs).
+(cd bench/node-peer && npm ci --no-audit --no-fund --loglevel=error)
 
 section "rust tests"
 cargo test --locked --workspace

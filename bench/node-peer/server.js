@@ -12,7 +12,8 @@ const os = require("node:os");
 const workers = Number(process.env.WORKERS || os.cpus().length);
 const basePort = Number(process.env.BASE_PORT || 6001);
 const redisUrl = process.env.REDIS_URL || "redis://127.0.0.1:6379";
-const prefix = process.env.CHANNEL_PREFIX || "node:room:";
+// An empty CHANNEL_PREFIX is the seed's own naming: the bare room id.
+const prefix = process.env.CHANNEL_PREFIX ?? "node:room:";
 
 if (cluster.isPrimary) {
   const ports = new Map();

@@ -5,11 +5,11 @@
 // on stderr.
 
 /** Files that declared tests that ran: the files under e2e/ and the conformance suites they
- * import (a test counts for the file that declares it); 31 in the full run of 2026-11-30 with
- * the Redis Cluster and Sentinel files and the old clients' (issue 14). */
-const MIN_FILES = 31;
-/** Tests that must have passed, over all files (189 in that run). */
-const MIN_PASSED = 189;
+ * import (a test counts for the file that declares it); 32 in the full run of 2026-11-30 with
+ * the Redis Cluster and Sentinel files, the old clients' and migration.test.mjs (issue 14). */
+const MIN_FILES = 32;
+/** Tests that must have passed, over all files (194 in that run). */
+const MIN_PASSED = 194;
 
 export default async function* floorReporter(source) {
   const files = new Set();

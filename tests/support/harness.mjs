@@ -456,8 +456,10 @@ export async function startWorker({ redisUrl, extraArgs = [], env = {} }) {
   };
 }
 
-/** A real nginx in front of `upstreams`, with the config `chat-cluster nginx-config` generates. */
-export async function startNginx({ upstreams }) {
+/** A real nginx in front of `upstreams`, with the config `chat-cluster nginx-config` generates;
+ * serving once `ready` accepts its answer to `/monitor` (an upstream that is not the product,
+ * such as the node design's worker, answers it 404). */
+export async function startNginx({ upstreams, ready = (response) => response.ok }) {
   const port = await freePort();
   const dir = mkdtempSync(path.join(os.tmpdir(), "chat-nginx-"));
   tempDirs.add(dir);
@@ -467,7 +469,7 @@ export async function startNginx({ upstreams }) {
     execFileSync(requireBinary(), ["nginx-config", "--upstream", list.join(","), "--listen", `127.0.0.1:${port}`, "--runtime-dir", dir]).toString();
   writeFileSync(confPath, render(upstreams));
   const child = track(spawn(nginxPath(), ["-c", confPath, "-p", `${dir}/`], { stdio: ["ignore", "ignore", "pipe"] }), "nginx");
-  await setupStep(until(`nginx on port ${port} to serve /monitor`, async () => (await fetch(`http://127.0.0.1:${port}/monitor`)).ok));
+  await setupStep(until(`nginx on port ${port} to serve /monitor`, async () => ready(await fetch(`http://127.0.0.1:${port}/monitor`))));
   return {
     port,
     url: `http://127.0.0.1:${port}`,

@@ -274,10 +274,14 @@ export async function startRedisCluster({ masters = 3, replicasPerMaster = 1, no
     },
   };
   await cluster.untilHealthy(`every node of the new cluster to see cluster_state:ok`);
-  await until(`every node to know all ${count} nodes`, async () => {
+  // `--cluster create` returns once the slots are assigned; which nodes are replicas spreads by
+  // gossip after that (a busy machine showed 5 "masters" for a while): wait until every node
+  // knows every node and sees exactly `masters` masters.
+  await until(`every node to know all ${count} nodes, ${masters} of them masters`, async () => {
     for (const port of ports) {
       const nodes = parseClusterNodes(await redisCli(port, ["CLUSTER", "NODES"]));
       if (nodes.length !== count || nodes.some((n) => n.failed)) return false;
+      if (nodes.filter((n) => n.role === "master").length !== masters) return false;
     }
     return true;
   }, { timeoutMs: 20_000, everyMs: 100 });

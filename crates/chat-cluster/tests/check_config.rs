@@ -142,6 +142,11 @@ fn each_bad_setting_exits_2_with_one_line() {
             "an origin has no path",
         ),
         (vec!["--send-queue", "0"], vec![], "--send-queue"),
+        (
+            vec!["--redis-url", "redis-cluster://127.0.0.1:7000"],
+            vec![("CHAT_BUS_FORMAT", "legacy")],
+            "--bus-format legacy speaks the node design's classic pub/sub on one Redis server",
+        ),
     ];
     for (args, env, expected) in cases {
         let output = check_config(&args, &env);

@@ -42,6 +42,9 @@ pub enum ErrorCode {
     Forbidden,
     /// The event name is not one the server knows.
     UnknownEvent,
+    /// The event is known but not served in this worker's configuration: `members` and
+    /// `history` while the rooms run beside the old node cluster (`--bus-format legacy`).
+    Unsupported,
 }
 
 impl ErrorCode {
@@ -63,6 +66,7 @@ impl ErrorCode {
             Self::Unavailable => "unavailable",
             Self::Forbidden => "forbidden",
             Self::UnknownEvent => "unknown_event",
+            Self::Unsupported => "unsupported",
         }
     }
 }
@@ -109,6 +113,7 @@ mod tests {
             Unavailable,
             Forbidden,
             UnknownEvent,
+            Unsupported,
         ];
         for code in all {
             assert_eq!(

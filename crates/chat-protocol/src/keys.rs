@@ -22,6 +22,7 @@
 //! | `Pnode:<node>:rooms` | set | rooms a worker has members in (noted before each join, pruned every 30 s), for reaping them |
 //! | `Pclaim:<sha1>` | string | a worker's claim on a `notification` channel message |
 //! | `Pbroadcast` | channel | announcements to every worker |
+//! | `P<room>` | channel | `--bus-format legacy` only: the room's messages as the old node design published them (plain `{event, data, ...}` JSON) |
 //!
 //! Everything about one user shares the hash tag `{user:<id>}` (a room's `{room:<id>}`, a push
 //! token's `{token:<token>}`), so every script touches one hash slot and works on a Redis
@@ -57,6 +58,22 @@ pub fn room_channel(prefix: &str, room: &RoomId) -> String {
 /// The sharded channel of a user: `<prefix>{user:<user id>}`.
 pub fn user_channel(prefix: &str, user: &UserId) -> String {
     format!("{prefix}{{user:{user}}}")
+}
+
+/// The classic channel of a room in the old node design's format (`--bus-format legacy`):
+/// `<prefix><room id>`, so the bare room id under an empty prefix, as the node design named it.
+/// A room id has no braces, so this is never a name of the native layout.
+pub fn legacy_room_channel(prefix: &str, room: &RoomId) -> String {
+    format!("{prefix}{room}")
+}
+
+/// Which room `channel` is the legacy channel of ([`legacy_room_channel`]), if it can be one:
+/// the rest after the prefix, not empty and without braces (not validated again: the worker
+/// subscribed to it from a validated id).
+pub fn room_of_legacy_channel<'a>(prefix: &str, channel: &'a str) -> Option<&'a str> {
+    channel
+        .strip_prefix(prefix)
+        .filter(|room| !room.is_empty() && !room.contains(['{', '}']))
 }
 
 /// What a channel of ours carries, as named in the channel (not validated again: the worker
@@ -280,6 +297,25 @@ mod tests {
             topic_of_channel("", "{room:x}"),
             Some(ChannelTopic::Room("x"))
         );
+    }
+
+    #[test]
+    fn legacy_channels_are_the_bare_room_id_after_the_prefix() {
+        assert_eq!(legacy_room_channel("", &room("lobby")), "lobby");
+        assert_eq!(
+            legacy_room_channel("node:room:", &room("k12_1")),
+            "node:room:k12_1"
+        );
+        assert_eq!(room_of_legacy_channel("", "lobby"), Some("lobby"));
+        assert_eq!(
+            room_of_legacy_channel("node:room:", "node:room:k12_1"),
+            Some("k12_1")
+        );
+        assert_eq!(room_of_legacy_channel("node:room:", "node:room:"), None);
+        assert_eq!(room_of_legacy_channel("node:room:", "other"), None);
+        // The native names are never taken for legacy ones.
+        assert_eq!(room_of_legacy_channel("", "{room:lobby}"), None);
+        assert_eq!(room_of_legacy_channel("chat:", "chat:{user:ann}"), None);
     }
 
     #[test]

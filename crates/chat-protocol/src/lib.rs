@@ -10,6 +10,7 @@ pub mod dialects;
 pub mod error;
 pub mod freeform;
 pub mod keys;
+pub mod legacy;
 pub mod limits;
 pub mod memory;
 pub mod people;

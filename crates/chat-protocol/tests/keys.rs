@@ -140,3 +140,18 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// The node design's room channel (`--bus-format legacy`) names its room back, and is never
+    /// read as a native room or user channel, under every prefix, the empty one included.
+    #[test]
+    fn legacy_channels_round_trip(room in room_text(), prefix in 0..PREFIXES.len()) {
+        use chat_protocol::keys::{legacy_room_channel, room_of_legacy_channel};
+        let prefix = PREFIXES[prefix];
+        let room = RoomId::parse(&room, &Limits::default()).expect("valid room");
+        let channel = legacy_room_channel(prefix, &room);
+        prop_assert_eq!(room_of_legacy_channel(prefix, &channel), Some(room.as_str()));
+        prop_assert_eq!(topic_of_channel(prefix, &channel), None);
+        prop_assert_ne!(&channel, &room_channel(prefix, &room));
+    }
+}

@@ -210,6 +210,29 @@ pub struct RoomSettings {
     /// Most messages one `history` request answers.
     #[arg(long, env = "CHAT_HISTORY_PAGE_MAX", default_value_t = 100)]
     pub history_page_max: usize,
+
+    /// The Redis format of room traffic: `native`, or `legacy` to run beside the old node
+    /// cluster during a migration: every room message is also published as the node design's
+    /// plain `{event, data, ...}` JSON on the classic channel `<channel-prefix><room id>`, and
+    /// the node workers' messages there reach this worker's members. In legacy mode the history
+    /// is written (its entries flagged) but not served: no history after a join, no connection
+    /// state recovery, and `members` and `history` are refused.
+    #[arg(long, env = "CHAT_BUS_FORMAT", value_enum, default_value = "native")]
+    #[serde(default)]
+    pub bus_format: BusFormat,
+}
+
+/// The Redis format of room traffic (see [`RoomSettings::bus_format`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BusFormat {
+    /// Frames on each room's sharded channel, written by the room scripts together with the
+    /// room's history and members.
+    #[default]
+    Native,
+    /// The native format, plus a copy of every room message on the classic channel
+    /// `<prefix><room id>` in the node design's format, whose node messages are delivered too.
+    Legacy,
 }
 
 impl RoomSettings {
@@ -223,7 +246,21 @@ impl RoomSettings {
 
     /// Whether sessions can be recovered: a window and a history to replay from.
     pub fn recovery(&self) -> bool {
-        self.recovery_window_secs > 0 && self.history_size > 0
+        self.recovery_window_secs > 0 && self.history_served() > 0
+    }
+
+    /// Whether the rooms also speak the node design's Redis format (`--bus-format legacy`).
+    pub fn legacy(&self) -> bool {
+        self.bus_format == BusFormat::Legacy
+    }
+
+    /// Messages of a room's history this worker hands out (after a join, in pages, in a
+    /// recovery): `--history-size`, or none in legacy mode, where the node workers' messages
+    /// never reach the history, which would show a conversation with holes (and a recovery
+    /// would replay one). The history is written all the same, for the workers that run
+    /// native after the switch (see `store::rooms::cut_at_legacy`).
+    pub fn history_served(&self) -> usize {
+        if self.legacy() { 0 } else { self.history_size }
     }
 
     /// How long a session record lives without being renewed: the recovery window after the
@@ -645,7 +682,16 @@ impl WorkerSettings {
         }
         chat_protocol::keys::check_prefix(&self.channel_prefix)
             .map_err(|err| format!("--channel-prefix: {err}"))?;
-        crate::store::RedisTarget::parse(&self.redis_url).map_err(|err| err.to_string())?;
+        let target =
+            crate::store::RedisTarget::parse(&self.redis_url).map_err(|err| err.to_string())?;
+        if self.rooms.legacy() && target.topology == crate::store::Topology::Cluster {
+            return Err(
+                "--bus-format legacy speaks the node design's classic pub/sub on one Redis \
+                 server, as the node cluster used it (standalone or Sentinel); it cannot be \
+                 used with a redis-cluster:// URL"
+                    .into(),
+            );
+        }
         if self.redis.replica_ack_timeout_ms >= self.redis.redis_timeout_ms {
             return Err(format!(
                 "--replica-ack-timeout-ms {} must be shorter than --redis-timeout-ms {}",
@@ -672,6 +718,28 @@ impl WorkerSettings {
             );
         }
         Ok(())
+    }
+
+    /// Every classic pub/sub channel the worker publishes to or listens on for something other
+    /// than rooms (backend hooks, the notification and moderation channels, announcements),
+    /// the disabled (empty) ones left out: under `--bus-format legacy` a room whose channel
+    /// would be one of them is refused.
+    pub fn classic_channels(&self) -> Vec<String> {
+        let people = &self.people;
+        let mut channels = vec![
+            chat_protocol::keys::broadcast_channel(&self.channel_prefix),
+            self.push.notification_channel.clone(),
+            people.login_channel.clone(),
+            people.history_channel.clone(),
+            people.offline_channel.clone(),
+            people.geo_channel.clone(),
+        ];
+        if people.moderation {
+            channels.push(people.filter_channel.clone());
+            channels.push(people.filter_return_channel.clone());
+        }
+        channels.retain(|channel| !channel.is_empty());
+        channels
     }
 
     /// The settings a supervisor passed in [`SETTINGS_ENV`], if any.

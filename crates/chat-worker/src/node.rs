@@ -197,6 +197,7 @@ impl Node {
             .map(|raw| RoomId::parse(&raw, &self.limits))
             .transpose()?;
         if let Some(room) = &room {
+            self.rooms.admit(room)?;
             // A worker that just started: its first room sockets wait for Redis (bounded), so
             // their joins and recoveries reach the cluster.
             self.bus.started().await;
@@ -562,6 +563,7 @@ impl Node {
         if membership.username.get().is_none() {
             return Err(not_joined());
         }
+        self.rooms.refuse_in_legacy(MEMBERS_EVENT)?;
         let members = self
             .rooms
             .members(&room)
@@ -587,6 +589,7 @@ impl Node {
         if membership.username.get().is_none() {
             return Err(not_joined());
         }
+        self.rooms.refuse_in_legacy(HISTORY_EVENT)?;
         let request: HistoryRequest = match data {
             None | Some(serde_json::Value::Null) => HistoryRequest::default(),
             Some(data) => serde_json::from_value(data)

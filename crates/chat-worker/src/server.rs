@@ -30,7 +30,7 @@ use crate::{
         unread::Unread,
     },
     report::Reporter,
-    rooms::{Rooms, hub::Hub, presence},
+    rooms::{Rooms, hub::Hub, legacy::Legacy, presence},
     store::{self, Store, rooms::RoomStore},
 };
 
@@ -206,7 +206,13 @@ fn assemble(
     let api_key = auth::api_key(&settings.auth)?;
     let prefix = &settings.channel_prefix;
     let hub = Arc::new(Hub::default());
-    let rooms = Rooms::new(io, origin, settings.rooms.clone(), Arc::clone(&hub));
+    let rooms = Rooms::new(
+        io,
+        origin,
+        settings.rooms.clone(),
+        Arc::clone(&hub),
+        Legacy::from_settings(settings),
+    );
     let sessions = Arc::new(Sessions::new(
         settings.people.device_policy,
         settings.people.session_queue,
@@ -241,8 +247,13 @@ fn assemble(
             const STORE_CHANNEL_CAPACITY: usize = 64;
             let client = store::build_client(&config, &settings.redis, STORE_CHANNEL_CAPACITY)?;
             fred::prelude::ClientLike::connect(&client);
-            if settings.rooms.history_size > 0 || settings.rooms.recovery() {
-                // Presence runs on the store connection: heartbeats, and reaping dead workers.
+            let rooms_settings = &settings.rooms;
+            if rooms_settings.history_size > 0
+                || rooms_settings.recovery()
+                || rooms_settings.legacy()
+            {
+                // Presence runs on the store connection: heartbeats, and reaping dead workers
+                // (in legacy mode too: node's members hear the quits of a dead worker's).
                 let room_store = RoomStore::new(client.clone(), prefix, origin, &settings.rooms);
                 presence::spawn(
                     client.clone(),

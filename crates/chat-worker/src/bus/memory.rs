@@ -107,6 +107,7 @@ impl MemoryBroker {
                     stream,
                     json: json.to_owned(),
                     said,
+                    legacy: false,
                 });
                 let excess = history.len().saturating_sub(self.history_size);
                 history.drain(..excess);

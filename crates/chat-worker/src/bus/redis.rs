@@ -18,6 +18,10 @@
 //! - the receiver hands each incoming frame to the local fan-out (rooms) or the sessions (users).
 //!
 //! The publishing connection also serves the inbox's commands ([`RedisBus::commands`]).
+//!
+//! Under `--bus-format legacy` a room's topic is also the classic channel the old node design
+//! uses for it (`<prefix><room id>`): the keeper SUBSCRIBEs it with the room's shard channel,
+//! and the receiver hands what arrives there to [`crate::rooms::Rooms::on_legacy_message`].
 
 use std::{
     collections::{HashMap, HashSet},
@@ -31,7 +35,9 @@ use std::{
 use chat_protocol::{
     RoomId,
     bus::Topic,
-    keys::{ChannelTopic, hash_slot, topic_of_channel},
+    keys::{
+        ChannelTopic, hash_slot, legacy_room_channel, room_of_legacy_channel, topic_of_channel,
+    },
     memory::MemberRecord,
 };
 use fred::prelude::{ClientLike, ClusterInterface, Config, EventInterface, PubsubInterface};
@@ -147,6 +153,7 @@ impl RedisBus {
                 .collect(),
             subscribed: HashMap::new(),
             prepared: HashMap::new(),
+            legacy: settings.rooms.legacy(),
         };
         tokio::spawn(keep_subscriptions(
             keeper,
@@ -158,6 +165,7 @@ impl RedisBus {
         tokio::spawn(receive_loop(
             messages,
             settings.channel_prefix.clone(),
+            settings.rooms.legacy(),
             inbound,
         ));
         tokio::spawn(log_connection_errors(errors, reconnects_for_log));
@@ -411,6 +419,9 @@ struct SubscriptionKeeper {
     /// Topics subscribed ahead of a first socket that has not entered the hub yet, with when:
     /// kept subscribed for [`PREPARED_GRACE`] even though the hub does not show them.
     prepared: HashMap<Topic, Instant>,
+    /// `--bus-format legacy`: rooms are also subscribed on their classic channel in the node
+    /// design's format.
+    legacy: bool,
 }
 
 impl SubscriptionKeeper {
@@ -427,9 +438,26 @@ impl SubscriptionKeeper {
         let _ = done.send(());
     }
 
+    /// The classic channel of a room in the node design's format, under `--bus-format legacy`.
+    fn legacy_channel(&self, topic: &Topic) -> Option<String> {
+        match topic {
+            Topic::Room(room) if self.legacy => Some(legacy_room_channel(&self.prefix, room)),
+            _ => None,
+        }
+    }
+
     /// SSUBSCRIBEs `topic`'s channel; true once Redis confirmed it. On a Cluster fred sends it
-    /// to the node owning the channel's slot (following a MOVED redirection).
+    /// to the node owning the channel's slot (following a MOVED redirection). A room's legacy
+    /// channel is SUBSCRIBEd first, on the same connection: fred resolves a SUBSCRIBE once it
+    /// is written, but Redis answers commands in order, so once it confirmed the SSUBSCRIBE it
+    /// has subscribed the legacy channel too (on a standalone or Sentinel Redis).
     async fn subscribe(&mut self, topic: &Topic) -> bool {
+        if let Some(legacy) = self.legacy_channel(topic)
+            && let Err(err) = self.client.subscribe(legacy).await
+        {
+            tracing::warn!(cause = %err, %topic, "redis subscribe of a legacy room channel failed; retrying on the next sweep");
+            return false;
+        }
         let channel = topic.channel(&self.prefix);
         match self.client.ssubscribe(channel.as_str()).await {
             Ok(()) => {
@@ -532,6 +560,12 @@ impl SubscriptionKeeper {
         // SUNSUBSCRIBE is answered out of band (fred resolves it once written); one channel
         // per command keeps every command within one hash slot on a Redis Cluster.
         for topic in to_unsubscribe {
+            if let Some(legacy) = self.legacy_channel(&topic)
+                && let Err(err) = self.client.unsubscribe(legacy).await
+            {
+                tracing::warn!(cause = %err, %topic, "redis unsubscribe of a legacy room channel failed; retrying on the next sweep");
+                continue;
+            }
             match self.client.sunsubscribe(topic.channel(&self.prefix)).await {
                 Ok(()) => {
                     tracing::debug!(%topic, "unsubscribed");
@@ -548,6 +582,7 @@ impl SubscriptionKeeper {
 async fn receive_loop(
     mut messages: tokio::sync::broadcast::Receiver<fred::types::Message>,
     prefix: String,
+    legacy: bool,
     inbound: Inbound,
 ) {
     use tokio::sync::broadcast::error::RecvError;
@@ -577,11 +612,17 @@ async fn receive_loop(
                     .backend
                     .iter()
                     .find(|(channel, _)| *channel == *message.channel);
-                if let Some((channel, queue)) = handler
-                    && queue.try_send(frame.into_owned()).is_err()
+                if let Some((channel, queue)) = handler {
+                    if queue.try_send(frame.into_owned()).is_err() {
+                        crate::metrics::dropped(crate::metrics::Dropped::BackendQueueFull, 1);
+                        tracing::warn!(channel, "backend channel queue full: a message is dropped");
+                    }
+                } else if legacy
+                    && message.kind == fred::types::MessageKind::Message
+                    && let Some(room) = room_of_legacy_channel(&prefix, &message.channel)
                 {
-                    crate::metrics::dropped(crate::metrics::Dropped::BackendQueueFull, 1);
-                    tracing::warn!(channel, "backend channel queue full: a message is dropped");
+                    // A backend channel is never a room's: such rooms are refused at connect.
+                    inbound.rooms.on_legacy_message(room, &frame);
                 }
             }
         }

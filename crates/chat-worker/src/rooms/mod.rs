@@ -1,7 +1,7 @@
 //! Rooms: who is in a room on this worker ([`hub`]), how a message reaches them
 //! ([`fanout`]), and the room's memory across the cluster: history on join, presence, and
 //! socket.io connection state recovery ([`log`], [`presence`], the scripts of
-//! [`crate::store::rooms`]).
+//! [`crate::store::rooms`]); beside the old node cluster during a migration ([`legacy`]).
 //!
 //! Architecture invariants:
 //! - **Local first.** A message said here reaches the local members at once; it is queued for
@@ -20,6 +20,7 @@
 
 pub mod fanout;
 pub mod hub;
+pub mod legacy;
 pub mod log;
 pub mod presence;
 
@@ -108,10 +109,18 @@ pub struct Rooms {
     /// Quits queued or waiting for the presence grace, by room: until they are done, this
     /// worker still has members there.
     lingering: Arc<Mutex<HashMap<Box<str>, usize>>>,
+    /// `--bus-format legacy`: the rooms run beside the old node cluster.
+    legacy: Option<legacy::Legacy>,
 }
 
 impl Rooms {
-    pub fn new(io: SocketIo, origin: NodeId, settings: RoomSettings, hub: Arc<Hub>) -> Arc<Self> {
+    pub fn new(
+        io: SocketIo,
+        origin: NodeId,
+        settings: RoomSettings,
+        hub: Arc<Hub>,
+        legacy: Option<legacy::Legacy>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             io,
             origin,
@@ -123,6 +132,7 @@ impl Rooms {
             sessions: Mutex::new(HashMap::new()),
             hub,
             lingering: Arc::default(),
+            legacy,
         })
     }
 
@@ -354,7 +364,7 @@ impl Rooms {
                 user_id: person.user_id.clone(),
                 node: self.origin.to_string(),
             },
-            read_back: self.settings.history_size,
+            read_back: self.settings.history_served(),
         });
         let reply = tokio::time::timeout(OP_WAIT, async {
             note_room(&**bus, room).await;
@@ -381,7 +391,8 @@ impl Rooms {
             tracing::debug!(room = %room, "join marker late; entering without it");
             self.settle(room.as_str(), |log| log.take(&token));
         }
-        Some(count)
+        // Beside the node cluster the count would leave out node's members.
+        self.legacy.is_none().then_some(count)
     }
 
     /// Recovers the session `pid` of a client that reconnects with `offset` (at the

@@ -11,7 +11,7 @@ use std::time::Duration;
 use chat_protocol::{
     RoomId,
     bus::NodeId,
-    keys::{RoomKeys, node_rooms_key},
+    keys::{RoomKeys, legacy_room_channel, node_rooms_key},
     memory::{MemberRecord, SessionRecord},
     people::StreamId,
 };
@@ -43,6 +43,21 @@ pub struct HistoryEntry {
     /// For a message said on a worker: its id (`<origin>-<counter>`); `None` for joins and
     /// quits, which reach every worker through the bus.
     pub said: Option<String>,
+    /// Written by a worker in `--bus-format legacy` (field `l`): the node workers' messages of
+    /// that time are not in the history.
+    pub legacy: bool,
+}
+
+/// Keeps, of `newest_first` entries, those newer than the newest one a worker wrote in
+/// `--bus-format legacy`: the history a native worker hands out after a migration never shows
+/// the node cluster's time, when the node workers' messages were not written (it would be a
+/// conversation with holes); it starts after the last legacy message instead. Recoveries replay
+/// every entry: their offsets come from native workers, which run only once no node worker is
+/// left, and from then on legacy workers write every message.
+pub fn cut_at_legacy(newest_first: &mut Vec<HistoryEntry>) {
+    if let Some(first_legacy) = newest_first.iter().position(|entry| entry.legacy) {
+        newest_first.truncate(first_legacy);
+    }
 }
 
 /// A member joining (see `lua/join.lua`).
@@ -127,6 +142,9 @@ pub struct RoomStore {
     history_size: u64,
     history_ttl: Duration,
     session_ttl: Duration,
+    /// `--bus-format legacy`: the scripts also publish each room message on the room's
+    /// classic channel in the node design's format, and flag its history entry.
+    legacy: bool,
 }
 
 impl RoomStore {
@@ -138,11 +156,21 @@ impl RoomStore {
             history_size: settings.history_size as u64,
             history_ttl: settings.history_ttl(),
             session_ttl: settings.session_ttl(),
+            legacy: settings.legacy(),
         }
     }
 
     fn keys(&self, room: &RoomId) -> RoomKeys {
         RoomKeys::new(&self.prefix, room)
+    }
+
+    /// The scripts' argument naming the room's legacy channel: the channel, or empty (native).
+    fn legacy_channel(&self, room: &RoomId) -> String {
+        if self.legacy {
+            legacy_room_channel(&self.prefix, room)
+        } else {
+            String::new()
+        }
     }
 
     /// Notes, before this worker registers a member in `room`, that it has members there, for
@@ -166,12 +194,13 @@ impl RoomStore {
         says: Vec<(String, String)>,
     ) -> Result<(), RoomStoreError> {
         let keys = self.keys(room);
-        let mut args = Vec::with_capacity(4 + 2 * says.len());
+        let mut args = Vec::with_capacity(5 + 2 * says.len());
         args.extend([
             keys.channel,
             self.origin.to_string(),
             self.history_size.to_string(),
             self.history_ttl.as_millis().to_string(),
+            self.legacy_channel(room),
         ]);
         for (id, json) in says {
             args.push(id);
@@ -207,6 +236,7 @@ impl RoomStore {
                     op.read_back.to_string(),
                     session,
                     self.session_ttl.as_millis().to_string(),
+                    self.legacy_channel(room),
                 ],
             )
             .await?;
@@ -214,6 +244,7 @@ impl RoomStore {
         let count = answer.next().and_then(|v| v.as_u64()).unwrap_or(0);
         let stream = answer.next().and_then(|v| stream_id(&v));
         let mut history = entries(answer.next())?;
+        cut_at_legacy(&mut history);
         history.reverse();
         Ok(Joined {
             count,
@@ -243,6 +274,7 @@ impl RoomStore {
                     self.history_size.to_string(),
                     self.history_ttl.as_millis().to_string(),
                     if op.delete_session { "delete" } else { "keep" }.to_owned(),
+                    self.legacy_channel(room),
                 ],
             )
             .await?;
@@ -354,6 +386,7 @@ impl RoomStore {
                     most.to_string(),
                     self.history_size.to_string(),
                     self.history_ttl.as_millis().to_string(),
+                    self.legacy_channel(room),
                 ],
             )
             .await?)
@@ -379,7 +412,9 @@ impl RoomStore {
                 Some(self.history_size.max(1)),
             )
             .await?;
-        entries(Some(raw))
+        let mut newest_first = entries(Some(raw))?;
+        cut_at_legacy(&mut newest_first);
+        Ok(newest_first)
     }
 }
 
@@ -409,20 +444,81 @@ fn entries(value: Option<Value>) -> Result<Vec<HistoryEntry>, RoomStoreError> {
             Some(Value::Array(fields)) => fields,
             _ => Vec::new(),
         };
-        let (mut json, mut said) = (None, None);
+        let (mut json, mut said, mut legacy) = (None, None, false);
         for pair in fields.chunks(2) {
             if let [name, value] = pair {
                 match name.as_str().as_deref() {
                     Some("m") => json = value.as_string(),
                     Some("s") => said = value.as_string(),
+                    Some("l") => legacy = true,
                     _ => {}
                 }
             }
         }
         match json {
-            Some(json) => out.push(HistoryEntry { stream, json, said }),
+            Some(json) => out.push(HistoryEntry {
+                stream,
+                json,
+                said,
+                legacy,
+            }),
             None => tracing::warn!(%stream, "skipping a history entry without a message"),
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(seq: u64, legacy: bool) -> HistoryEntry {
+        HistoryEntry {
+            stream: StreamId { ms: 1, seq },
+            json: format!("{{\"n\":{seq}}}"),
+            said: None,
+            legacy,
+        }
+    }
+
+    fn check(newest_first: &[(u64, bool)], kept: &[u64]) {
+        let mut entries: Vec<HistoryEntry> = newest_first
+            .iter()
+            .map(|&(seq, legacy)| entry(seq, legacy))
+            .collect();
+        cut_at_legacy(&mut entries);
+        let got: Vec<u64> = entries.iter().map(|entry| entry.stream.seq).collect();
+        assert_eq!(got, kept, "{newest_first:?}");
+    }
+
+    #[test]
+    fn history_starts_after_the_newest_legacy_entry() {
+        check(&[], &[]);
+        check(&[(3, false), (2, false), (1, false)], &[3, 2, 1]);
+        check(&[(3, false), (2, true), (1, false)], &[3]);
+        check(&[(3, true), (2, false), (1, true)], &[]);
+        check(&[(4, false), (3, false), (2, true), (1, true)], &[4, 3]);
+    }
+
+    #[test]
+    fn entries_read_the_legacy_flag() {
+        let raw = Value::Array(vec![
+            Value::Array(vec![
+                Value::from("5-0"),
+                Value::Array(vec![
+                    Value::from("m"),
+                    Value::from("{}"),
+                    Value::from("l"),
+                    Value::from("1"),
+                ]),
+            ]),
+            Value::Array(vec![
+                Value::from("4-0"),
+                Value::Array(vec![Value::from("m"), Value::from("{}")]),
+            ]),
+        ]);
+        let parsed = entries(Some(raw)).expect("entries");
+        let flags: Vec<bool> = parsed.iter().map(|entry| entry.legacy).collect();
+        assert_eq!(flags, [true, false]);
+    }
 }

@@ -20,6 +20,9 @@
 -- ARGV[9]  entries to read back (the newest), 0 for none
 -- ARGV[10] the session record JSON
 -- ARGV[11] the session's lifetime, ms
+-- ARGV[12] the room's classic channel in the node design's format (`--bus-format legacy`), or '':
+--          the join message is also published there, as plain JSON, without the count (the
+--          node workers' members are in no count), and its history entry is flagged `l`
 --
 -- Returns {count, the join message's stream id or '', history entries newest first}.
 redis.call('HSET', KEYS[2], ARGV[4], ARGV[5])
@@ -28,9 +31,15 @@ local history = {}
 if tonumber(ARGV[9]) > 0 then
   history = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', ARGV[9])
 end
+local legacy = ARGV[12]
 local message = ARGV[6] .. ',"count":' .. count .. '}'
+if legacy ~= '' then
+  message = ARGV[6] .. '}'
+end
 local id = ''
-if tonumber(ARGV[7]) > 0 then
+if tonumber(ARGV[7]) > 0 and legacy ~= '' then
+  id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[7], '*', 'm', message, 'l', '1')
+elseif tonumber(ARGV[7]) > 0 then
   id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[7], '*', 'm', message)
   redis.call('PEXPIRE', KEYS[1], ARGV[8])
 end
@@ -38,4 +47,7 @@ if KEYS[3] then
   redis.call('SET', KEYS[3], ARGV[10], 'PX', ARGV[11])
 end
 redis.call('SPUBLISH', ARGV[1], ARGV[2] .. '|' .. id .. '|j:' .. ARGV[3] .. '|' .. message)
+if legacy ~= '' then
+  redis.call('PUBLISH', legacy, message)
+end
 return {count, id, history}

@@ -16,6 +16,9 @@
 -- ARGV[7]  history lifetime, ms
 -- ARGV[8]  'delete' to delete the session (it cannot be recovered), 'keep' to leave it to its
 --          lifetime (the client may still recover within the window)
+-- ARGV[9]  the room's classic channel in the node design's format (`--bus-format legacy`), or '':
+--          the quit message is also published there, as plain JSON, without the count, and its
+--          history entry is flagged `l`
 --
 -- Returns {1, count} if the member was removed, {0, 0} if it was not there (or moved).
 local current = redis.call('HGET', KEYS[1], ARGV[3])
@@ -26,9 +29,15 @@ local member = cjson.decode(current)
 redis.call('HDEL', KEYS[1], ARGV[3])
 local count = redis.call('HLEN', KEYS[1])
 local data = cjson.encode({username = member.username, userId = member.userId})
+local legacy = ARGV[9]
 local message = ARGV[5] .. ',"data":' .. data .. ',"count":' .. count .. '}'
+if legacy ~= '' then
+  message = ARGV[5] .. ',"data":' .. data .. '}'
+end
 local id = ''
-if tonumber(ARGV[6]) > 0 then
+if tonumber(ARGV[6]) > 0 and legacy ~= '' then
+  id = redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[6], '*', 'm', message, 'l', '1')
+elseif tonumber(ARGV[6]) > 0 then
   id = redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[6], '*', 'm', message)
   redis.call('PEXPIRE', KEYS[2], ARGV[7])
 end
@@ -36,4 +45,7 @@ if KEYS[3] and ARGV[8] == 'delete' then
   redis.call('DEL', KEYS[3])
 end
 redis.call('SPUBLISH', ARGV[1], ARGV[2] .. '|' .. id .. '|p|' .. message)
+if legacy ~= '' then
+  redis.call('PUBLISH', legacy, message)
+end
 return {1, count}
