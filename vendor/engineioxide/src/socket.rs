@@ -71,7 +71,7 @@ use futures_util::FutureExt;
 use http::request::Parts;
 use smallvec::{SmallVec, smallvec};
 use tokio::sync::{
-    Mutex,
+    Mutex, Notify,
     mpsc::{self, Receiver, error::TrySendError},
     watch,
 };
@@ -112,10 +112,27 @@ impl From<&Error> for Option<DisconnectReason> {
     }
 }
 
-/// PATCHED (chat cluster, vendor/README.md): what a socket's send queue holds. Boxed, so that
-/// the queue's first block, which tokio allocates whole when the channel is created (32 slots),
-/// costs 32 pointers per socket instead of 32 inline `PacketBuf`s of 168 bytes (5.4 KB).
-pub(crate) type QueuedPackets = Box<PacketBuf>;
+/// PATCHED (chat cluster, vendor/README.md): what a socket's send queue holds. Behind a
+/// pointer, so that the queue's first block, which tokio allocates whole when the channel is
+/// created (32 slots), costs 32 pointers per socket instead of 32 inline `PacketBuf`s of 168
+/// bytes (5.4 KB). Shared (`Arc`), so that a broadcast queues one allocation for all the
+/// sockets it reaches ([`SharedMessage`]); a reader takes the packets out with
+/// `Arc::unwrap_or_clone`, which moves them when it holds the last reference and otherwise
+/// clones them (a reference count each).
+pub(crate) type QueuedPackets = Arc<PacketBuf>;
+
+/// PATCHED (chat cluster, vendor/README.md): a message packet made once to be queued for many
+/// sockets with [`Permit::emit_shared`]: every queue gets the same allocation, instead of one
+/// allocation per socket.
+#[derive(Debug, Clone)]
+pub struct SharedMessage(QueuedPackets);
+
+impl SharedMessage {
+    /// The message packet that carries `msg`.
+    pub fn new(msg: Str) -> Self {
+        Self(Arc::new(smallvec![Packet::Message(msg)]))
+    }
+}
 
 /// A permit to emit a message to the client.
 /// A permit holds a place in the internal channel to send one packet to the client.
@@ -127,12 +144,21 @@ impl Permit<'_> {
     #[inline]
     pub fn emit(self, msg: Str) {
         crate::probe::on_queue(&msg); // PATCHED (chat cluster, vendor/README.md): latency probe.
-        self.inner.send(Box::new(smallvec![Packet::Message(msg)]));
+        self.inner.send(Arc::new(smallvec![Packet::Message(msg)]));
+    }
+    /// PATCHED (chat cluster, vendor/README.md): consume the permit and emit a message made
+    /// once for many sockets.
+    #[inline]
+    pub fn emit_shared(self, shared: &SharedMessage) {
+        if let Some(Packet::Message(msg)) = shared.0.first() {
+            crate::probe::on_queue(msg);
+        }
+        self.inner.send(Arc::clone(&shared.0));
     }
     /// Consume the permit and emit a binary message to the client.
     #[inline]
     pub fn emit_binary(self, data: Bytes) {
-        self.inner.send(Box::new(smallvec![Packet::Binary(data)]));
+        self.inner.send(Arc::new(smallvec![Packet::Binary(data)]));
     }
 
     /// Consume the permit and emit a message with multiple binary data to the client.
@@ -145,7 +171,7 @@ impl Permit<'_> {
         for d in data {
             packets.push(Packet::Binary(d));
         }
-        self.inner.send(Box::new(packets));
+        self.inner.send(Arc::new(packets));
     }
 
     /// Consume the permit and emit a message with multiple binary data to the client.
@@ -157,7 +183,7 @@ impl Permit<'_> {
         for d in data {
             packets.push(Packet::Binary(d));
         }
-        self.inner.send(Box::new(packets));
+        self.inner.send(Arc::new(packets));
     }
 }
 
@@ -232,13 +258,11 @@ where
     /// message is retained; subsequent volatile sends overwrite the previous one.
     volatile_tx: watch::Sender<Option<QueuedPackets>>,
 
-    /// Internal channel to receive Pong [`Packets`](Packet) (v4 protocol) or Ping (v3 protocol) in the heartbeat job
-    /// which is running in a separate task
-    /// PATCHED (chat cluster, vendor/README.md): also read by the websocket writer.
-    pub(crate) heartbeat_rx: Mutex<Receiver<()>>,
-    /// Channel to send Ping [`Packets`](Packet) (v4 protocol) or Ping (v3 protocol) from the connexion to the heartbeat job
-    /// which is running in a separate task
-    pub(crate) heartbeat_tx: mpsc::Sender<()>,
+    /// PATCHED (chat cluster, vendor/README.md): a Pong (v4 protocol) or Ping (v3 protocol)
+    /// received, for the heartbeat job or the websocket writer: a [`Notify`] keeps one permit
+    /// when nobody waits, as the channel of capacity 1 it replaces did, without the channel's
+    /// allocation (about 0.5 KB per session).
+    heartbeat: Notify,
 
     /// A cancellation token that will be triggered when the socket is being closed.
     pub(crate) cancellation_token: CancellationToken,
@@ -268,7 +292,6 @@ where
         supports_binary: bool,
     ) -> Self {
         let (internal_tx, internal_rx) = mpsc::channel(config.max_buffer_size);
-        let (heartbeat_tx, heartbeat_rx) = mpsc::channel(1);
         let (volatile_tx, volatile_rx) = watch::channel(None);
 
         Self {
@@ -283,8 +306,7 @@ where
 
             volatile_tx,
 
-            heartbeat_rx: Mutex::new(heartbeat_rx),
-            heartbeat_tx,
+            heartbeat: Notify::new(),
             cancellation_token: CancellationToken::new(),
 
             close_fn,
@@ -302,10 +324,11 @@ where
         tracing::debug!(?packet, "sending packet");
 
         self.internal_tx
-            .try_send(Box::new(smallvec![packet]))
+            .try_send(Arc::new(smallvec![packet]))
             .map_err(|p| match p {
-                TrySendError::Full(mut p) => TrySendError::Full(p.pop().unwrap()),
-                TrySendError::Closed(mut p) => TrySendError::Closed(p.pop().unwrap()),
+                // The list was never shared: it is taken back whole.
+                TrySendError::Full(p) => TrySendError::Full(Arc::unwrap_or_clone(p).remove(0)),
+                TrySendError::Closed(p) => TrySendError::Closed(Arc::unwrap_or_clone(p).remove(0)),
             })?;
         Ok(())
     }
@@ -361,11 +384,6 @@ where
     ///
     /// If the client does not respond within the timeout, the connection is closed.
     async fn heartbeat_job_v4(&self, interval: Duration, timeout: Duration) -> Result<(), Error> {
-        let mut heartbeat_rx = self
-            .heartbeat_rx
-            .try_lock()
-            .expect("Pong rx should be locked only once");
-
         #[cfg(feature = "tracing")]
         tracing::debug!(sid = ?self.id, "heartbeat sender routine started");
 
@@ -376,7 +394,7 @@ where
             tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         interval_tick.tick().await;
         // Some clients send the pong packet in first. If that happens, we should consume it.
-        heartbeat_rx.try_recv().ok();
+        self.take_heartbeat();
         loop {
             // If we are currently upgrading we should pause the heartbeat process
             if self.is_upgrading() {
@@ -388,16 +406,15 @@ where
             tracing::trace!(sid = ?self.id, "emitting ping");
 
             self.internal_tx
-                .try_send(Box::new(smallvec![Packet::Ping]))
+                .try_send(Arc::new(smallvec![Packet::Ping]))
                 .map_err(|_| Error::HeartbeatTimeout)?;
 
             #[cfg(feature = "tracing")]
             tracing::trace!(sid = ?self.id, "waiting for pong");
 
-            tokio::time::timeout(timeout, heartbeat_rx.recv())
+            tokio::time::timeout(timeout, self.heartbeat.notified())
                 .await
-                .map_err(|_| Error::HeartbeatTimeout)?
-                .ok_or(Error::HeartbeatTimeout)?;
+                .map_err(|_| Error::HeartbeatTimeout)?;
 
             #[cfg(feature = "tracing")]
             tracing::trace!(sid = ?self.id, "pong received");
@@ -408,26 +425,32 @@ where
 
     #[cfg(feature = "v3")]
     async fn heartbeat_job_v3(&self, interval: Duration, timeout: Duration) -> Result<(), Error> {
-        let mut heartbeat_rx = self
-            .heartbeat_rx
-            .try_lock()
-            .expect("Pong rx should be locked only once");
-
         #[cfg(feature = "tracing")]
         tracing::debug!(sid = ?self.id, "heartbeat receiver routine started");
 
         loop {
-            tokio::time::timeout(interval + timeout, heartbeat_rx.recv())
+            tokio::time::timeout(interval + timeout, self.heartbeat.notified())
                 .await
-                .map_err(|_| Error::HeartbeatTimeout)?
-                .ok_or(Error::HeartbeatTimeout)?;
+                .map_err(|_| Error::HeartbeatTimeout)?;
 
             #[cfg(feature = "tracing")]
             tracing::trace!(sid = ?self.id, "ping received, sending pong");
             self.internal_tx
-                .try_send(Box::new(smallvec![Packet::Pong]))
+                .try_send(Arc::new(smallvec![Packet::Pong]))
                 .map_err(|_| Error::HeartbeatTimeout)?;
         }
+    }
+
+    /// PATCHED (chat cluster, vendor/README.md): the transport received a heartbeat packet
+    /// (Pong in v4, Ping in v3). One is kept until taken; more are the same news.
+    pub(crate) fn on_heartbeat(&self) {
+        self.heartbeat.notify_one();
+    }
+
+    /// PATCHED (chat cluster, vendor/README.md): takes the heartbeat packet received since the
+    /// last one taken, if any, without waiting.
+    pub(crate) fn take_heartbeat(&self) -> bool {
+        self.heartbeat.notified().now_or_never().is_some()
     }
 
     /// Returns true if the [`Socket`] has a websocket [`TransportType`]
@@ -568,7 +591,7 @@ where
     }
 
     pub(crate) fn send_volatile(&self, packets: PacketBuf) -> bool {
-        self.volatile_tx.send(Some(Box::new(packets))).is_ok()
+        self.volatile_tx.send(Some(Arc::new(packets))).is_ok()
     }
 }
 
@@ -580,8 +603,7 @@ impl<D: Default + Send + Sync + 'static> std::fmt::Debug for Socket<D> {
             .field("conn", &self.transport)
             .field("internal_rx", &self.internal_rx)
             .field("internal_tx", &self.internal_tx)
-            .field("heartbeat_rx", &self.heartbeat_rx)
-            .field("heartbeat_tx", &self.heartbeat_tx)
+            .field("heartbeat", &self.heartbeat)
             .field("cancellation_token", &self.cancellation_token)
             .field("req_data", &self.req_parts)
             .finish()
@@ -629,7 +651,6 @@ where
         buffer_size: usize,
     ) -> (Arc<Socket<D>>, tokio::sync::mpsc::Receiver<Packet>) {
         let (internal_tx, internal_rx) = mpsc::channel(buffer_size);
-        let (heartbeat_tx, heartbeat_rx) = mpsc::channel(1);
         let (volatile_tx, volatile_rx) = watch::channel(None);
 
         let sock = Self {
@@ -644,8 +665,7 @@ where
 
             volatile_tx,
 
-            heartbeat_rx: Mutex::new(heartbeat_rx),
-            heartbeat_tx,
+            heartbeat: Notify::new(),
             cancellation_token: CancellationToken::new(),
             close_fn,
 
@@ -661,7 +681,7 @@ where
         tokio::spawn(async move {
             let mut internal_rx = sock_clone.internal_rx.try_lock().unwrap();
             while let Some(packets) = internal_rx.buffered_rx.recv().await {
-                for packet in *packets {
+                for packet in Arc::unwrap_or_clone(packets) {
                     tx.send(packet).await.unwrap();
                 }
             }

@@ -14,6 +14,7 @@ use crate::{
     parser::Parser,
     socket::{DisconnectReason, Socket},
 };
+use engineioxide::socket::SharedMessage; // PATCHED (chat cluster, vendor/README.md)
 use socketioxide_core::{
     Sid, Str, Uid, Value,
     adapter::{BroadcastIter, CoreLocalAdapter, RemoteSocketData, SocketEmitter},
@@ -311,6 +312,16 @@ impl<A: Adapter> InnerEmitter for Namespace<A> {
 
     fn send_many(&self, sids: BroadcastIter<'_>, data: Value) -> Result<(), Vec<SocketError>> {
         let sockets = self.sockets.read().unwrap();
+        // PATCHED (chat cluster, vendor/README.md): a text packet (no binary attachments) is
+        // queued as one allocation shared by every socket, instead of one per socket.
+        if let Value::Str(msg, None) = &data {
+            let shared = SharedMessage::new(msg.clone());
+            let errs: Vec<SocketError> = sids
+                .filter_map(|sid| sockets.get(&sid))
+                .filter_map(|socket| socket.send_shared(&shared).err())
+                .collect();
+            return if errs.is_empty() { Ok(()) } else { Err(errs) };
+        }
         let errs: Vec<SocketError> = sids
             .filter_map(|sid| sockets.get(&sid))
             .filter_map(|socket| socket.send_raw(data.clone()).err())

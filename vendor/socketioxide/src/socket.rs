@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use engineioxide::socket::{DisconnectReason as EIoDisconnectReason, Permit};
+use engineioxide::socket::{DisconnectReason as EIoDisconnectReason, Permit, SharedMessage};
 use serde::Serialize;
 use tokio::sync::{
     mpsc::error::TrySendError,
@@ -746,6 +746,12 @@ impl<A: Adapter> Socket<A> {
     pub(crate) fn send_raw(&self, value: Value) -> Result<(), SocketError> {
         let permit = self.reserve()?;
         permit.send_raw(value);
+        Ok(())
+    }
+
+    /// PATCHED (chat cluster, vendor/README.md): queues a message made once for many sockets.
+    pub(crate) fn send_shared(&self, shared: &SharedMessage) -> Result<(), SocketError> {
+        self.reserve()?.emit_shared(shared);
         Ok(())
     }
 

@@ -131,7 +131,7 @@ where
             .chain(
                 rx_stream::EncoderStream::new(buffered_rx, volatile_rx).map(|queued| {
                     queued.iter().for_each(crate::probe::on_write);
-                    *queued
+                    Arc::unwrap_or_clone(queued)
                 }),
             );
 
@@ -199,8 +199,7 @@ where
                 break;
             }
             Ok(Packet::Pong | Packet::Ping) => {
-                // A full channel means that the client is already known to be alive.
-                socket.heartbeat_tx.try_send(()).ok();
+                socket.on_heartbeat(); // PATCHED (chat cluster, vendor/README.md)
                 Ok(())
             }
             Ok(Packet::Message(msg)) => {

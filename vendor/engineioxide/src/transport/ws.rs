@@ -269,8 +269,7 @@ where
                     break;
                 }
                 Packet::Pong | Packet::Ping => {
-                    // A full channel means that the client is already known to be alive.
-                    socket.heartbeat_tx.try_send(()).ok();
+                    socket.on_heartbeat(); // PATCHED (chat cluster, vendor/README.md)
                     Ok::<(), Error>(())
                 }
                 Packet::Message(msg) => {
@@ -356,61 +355,90 @@ async fn forward_to_socket<H: EngineIoHandler, S>(
     // one interval after the previous one, queued behind the packets before it (a full queue
     // closes the session), and the session closed if no pong comes within the timeout. One
     // task per connection instead of two saves about 1.3 KB per connection.
+    // The pongs are not awaited: they are taken (`take_heartbeat`) when the timer fires (the
+    // timeout, or the next ping's time if that comes first), so the pong receiver is not polled
+    // at every wake-up of the writer, which is once per packet. The pings' schedule and the
+    // timeout are the same as if each pong were taken when it arrives.
     let (ping_interval, ping_timeout) = heartbeat.unwrap_or_default();
-    let mut pongs = match heartbeat {
-        Some(_) => socket.heartbeat_rx.try_lock().ok(),
-        None => None,
-    };
+    let mut beating = heartbeat.is_some();
     let mut ping_due = tokio::time::Instant::now() + ping_interval;
-    let mut awaiting_pong = false;
+    // While a pong is awaited: when the session times out without one.
+    let mut pong_deadline: Option<tokio::time::Instant> = None;
     let heartbeat_timer = tokio::time::sleep_until(ping_due);
     tokio::pin!(heartbeat_timer);
+
+    // PATCHED (chat cluster, vendor/README.md): the futures that wait for the session's end and
+    // for a volatile packet live as long as the loop, instead of one of each per wake-up. A
+    // `cancelled()` or `changed()` future registers in its notifier's waiter list when first
+    // polled and leaves it when dropped, two lock round trips per wake-up of a writer woken
+    // once per packet.
+    let cancelled = socket.cancellation_token.cancelled();
+    tokio::pin!(cancelled);
+    let volatile = futures_util::stream::unfold(volatile_rx.clone(), |mut rx| async move {
+        rx.changed().await.ok()?;
+        let packets = rx.borrow_and_update().clone();
+        Some((packets, rx))
+    })
+    .fuse();
+    tokio::pin!(volatile);
 
     // Forward buffered packets until the channel is closed or the session is cancelled.
     loop {
         tokio::select! {
             biased;
-            // The heartbeat first (PATCHED, see above), so that a busy writer still pings, and a
-            // pong that arrived is counted before its timeout is judged.
-            Some(()) = async { pongs.as_mut()?.recv().await }, if pongs.is_some() => {
-                // A pong before the first ping (some clients send one) is ignored.
-                if awaiting_pong {
-                    #[cfg(feature = "tracing")]
-                    tracing::trace!(sid = ?socket.id, "pong received");
-                    awaiting_pong = false;
-                    ping_due += ping_interval;
-                    heartbeat_timer.as_mut().reset(ping_due);
-                }
-            },
-            () = &mut heartbeat_timer, if pongs.is_some() => {
-                let alive = !awaiting_pong
-                    && socket
-                        .internal_tx
-                        .try_send(Box::new(smallvec![Packet::Ping]))
-                        .is_ok();
-                if alive {
-                    #[cfg(feature = "tracing")]
-                    tracing::trace!(sid = ?socket.id, "emitting ping");
-                    awaiting_pong = true;
-                    heartbeat_timer
-                        .as_mut()
-                        .reset(tokio::time::Instant::now() + ping_timeout);
-                } else {
-                    #[cfg(feature = "tracing")]
-                    tracing::debug!(sid = ?socket.id, "heartbeat timeout");
-                    pongs = None;
-                    // Queues a close packet and cancels the session, which ends this loop.
-                    socket.close(DisconnectReason::HeartbeatTimeout);
+            // The heartbeat first (PATCHED, see above), so that a busy writer still pings.
+            () = &mut heartbeat_timer, if beating => {
+                let now = tokio::time::Instant::now();
+                let pong = socket.take_heartbeat();
+                match pong_deadline {
+                    Some(_) if pong => {
+                        #[cfg(feature = "tracing")]
+                        tracing::trace!(sid = ?socket.id, "pong received");
+                        pong_deadline = None;
+                        ping_due += ping_interval;
+                        heartbeat_timer.as_mut().reset(ping_due);
+                    }
+                    // The next ping's time came before the timeout: wait on for the pong.
+                    Some(deadline) if now < deadline => heartbeat_timer.as_mut().reset(deadline),
+                    Some(_) => {
+                        #[cfg(feature = "tracing")]
+                        tracing::debug!(sid = ?socket.id, "heartbeat timeout");
+                        beating = false;
+                        // Queues a close packet and cancels the session, which ends this loop.
+                        socket.close(DisconnectReason::HeartbeatTimeout);
+                    }
+                    // Time to ping; a pong before it (some clients send one first) was
+                    // taken above and is ignored.
+                    None => {
+                        let queued = socket
+                            .internal_tx
+                            .try_send(Arc::new(smallvec![Packet::Ping]))
+                            .is_ok();
+                        if queued {
+                            #[cfg(feature = "tracing")]
+                            tracing::trace!(sid = ?socket.id, "emitting ping");
+                            let deadline = now + ping_timeout;
+                            pong_deadline = Some(deadline);
+                            heartbeat_timer
+                                .as_mut()
+                                .reset(deadline.min(ping_due + ping_interval));
+                        } else {
+                            #[cfg(feature = "tracing")]
+                            tracing::debug!(sid = ?socket.id, "heartbeat timeout");
+                            beating = false;
+                            socket.close(DisconnectReason::HeartbeatTimeout);
+                        }
+                    }
                 }
             },
             items = buffered_rx.recv() => {
                 match items {
                     Some(packets) => {
-                        for item in *packets {
+                        for item in Arc::unwrap_or_clone(packets) {
                             map_fn!(item);
                         }
                         while let Ok(packets) = buffered_rx.try_recv() {
-                            for item in *packets {
+                            for item in Arc::unwrap_or_clone(packets) {
                                 map_fn!(item);
                             }
                         }
@@ -418,13 +446,12 @@ async fn forward_to_socket<H: EngineIoHandler, S>(
                     None => break
                 }
             }
-            _ = socket.cancellation_token.cancelled() => break,
-            Ok(()) = volatile_rx.changed() => {
-                let val = volatile_rx.borrow_and_update().clone();
+            _ = &mut cancelled => break,
+            Some(val) = volatile.next() => {
                 if let Some(packets) = val {
                     #[cfg(feature = "tracing")]
                     tracing::debug!(sid = ?socket.id, "ws volatile flush: {} packets", packets.len());
-                    for item in *packets {
+                    for item in Arc::unwrap_or_clone(packets) {
                         map_fn!(item);
                     }
                 }
@@ -462,8 +489,41 @@ fn ws_message(packet: Packet, protocol: ProtocolVersion) -> Option<Message> {
             }
         }
         Packet::Noop => None,
+        Packet::Message(msg) => Some(Message::Text(text_message(msg))),
         packet => Some(Message::Text(String::from(packet).into())),
     }
+}
+
+thread_local! {
+    /// PATCHED (chat cluster, vendor/README.md): the last message packet encoded for a
+    /// websocket on this thread, and its encoding.
+    static LAST_TEXT: std::cell::RefCell<Option<(Str, tungstenite::Utf8Bytes)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// PATCHED (chat cluster, vendor/README.md): the engine.io encoding (`4` and the payload) of a
+/// message packet, made once for all the sockets a broadcast reaches. A broadcast hands every
+/// socket the same `Str` (one allocation shared by reference count), and their writers run one
+/// after the other on a thread, so the previous encoding is kept and handed out again while
+/// the packet is the same: same address and length of the same bytes, which cannot have been
+/// freed and reused since the kept `Str` holds them. Otherwise one allocation and one copy of
+/// the payload per socket.
+fn text_message(msg: Str) -> tungstenite::Utf8Bytes {
+    LAST_TEXT.with(|last| {
+        let mut last = last.borrow_mut();
+        if let Some((packet, text)) = &*last
+            && packet.as_ptr() == msg.as_ptr()
+            && packet.len() == msg.len()
+        {
+            return text.clone();
+        }
+        let mut encoded = String::with_capacity(msg.len() + 1);
+        encoded.push('4');
+        encoded.push_str(&msg);
+        let text = tungstenite::Utf8Bytes::from(encoded);
+        *last = Some((msg, text.clone()));
+        text
+    })
 }
 
 /// Send a Engine.IO [`OpenPacket`] to initiate a websocket connection
@@ -525,7 +585,7 @@ where
     // We send a last Noop request to close a potential waiting polling request.
     socket
         .internal_tx
-        .send(Box::new(smallvec![Packet::Noop]))
+        .send(Arc::new(smallvec![Packet::Noop]))
         .await
         .map_err(|_| Error::Upgrade)?;
 
@@ -614,6 +674,98 @@ mod tests {
         ))
     }
 
+    /// A socket whose close reasons are recorded.
+    fn recording_socket() -> (
+        Arc<Socket<()>>,
+        Arc<std::sync::Mutex<Vec<DisconnectReason>>>,
+    ) {
+        let closed = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = closed.clone();
+        let socket = Arc::new(Socket::new(
+            ProtocolVersion::V4,
+            TransportType::Websocket,
+            &EngineIoConfig::default(),
+            Request::<()>::default().into_parts().0,
+            Box::new(move |_, reason| record.lock().unwrap().push(reason)),
+            false,
+        ));
+        (socket, closed)
+    }
+
+    async fn next_text(client: &mut WebSocketStream<DuplexStream>) -> Message {
+        tokio::time::timeout(TIMEOUT, client.next())
+            .await
+            .expect("the writer should send a packet")
+            .unwrap()
+            .unwrap()
+    }
+
+    /// PATCHED (chat cluster, vendor/README.md change 9): the writer takes pongs when its timer
+    /// fires instead of waiting on them. A client that answers every ping stays (here with an
+    /// interval shorter than the timeout, so the next ping's time comes first); a pong before
+    /// the first ping counts for nothing; a ping left unanswered closes the session once the
+    /// timeout has passed, not before.
+    #[tokio::test]
+    async fn writer_heartbeat_takes_pongs_and_times_out_without_them() {
+        let (socket, closed) = recording_socket();
+        let (server, mut client) = ws_pair().await;
+        let (tx, _rx) = server.split();
+        let interval = Duration::from_millis(40);
+        let timeout = Duration::from_millis(120);
+        // A pong before any ping.
+        socket.on_heartbeat();
+        let started = tokio::time::Instant::now();
+        tokio::spawn(forward_to_socket::<StubHandler, _>(
+            socket.clone(),
+            tx,
+            Some((interval, timeout)),
+        ));
+        for _ in 0..4 {
+            assert_eq!(next_text(&mut client).await, Message::text("2"));
+            socket.on_heartbeat(); // the client's pong, as the reader hands it over
+        }
+        assert!(
+            started.elapsed() >= interval * 4,
+            "pings come one interval apart"
+        );
+        assert!(
+            closed.lock().unwrap().is_empty(),
+            "answered pings keep the session"
+        );
+
+        // This ping goes unanswered.
+        assert_eq!(next_text(&mut client).await, Message::text("2"));
+        let pinged = tokio::time::Instant::now();
+        assert_eq!(next_text(&mut client).await, Message::text("1"));
+        assert!(pinged.elapsed() >= timeout - Duration::from_millis(5));
+        assert_eq!(
+            *closed.lock().unwrap(),
+            [DisconnectReason::HeartbeatTimeout]
+        );
+    }
+
+    /// PATCHED (chat cluster, vendor/README.md change 9): the same packet is encoded once and
+    /// shared; another packet, even of the same length, gets its own encoding.
+    #[test]
+    fn a_message_is_encoded_once_per_packet() {
+        let first = Str::from("2[\"message\",\"a\"]".to_string());
+        let same_len = Str::from("2[\"message\",\"b\"]".to_string());
+        let a = text_message(first.clone());
+        let again = text_message(first.clone());
+        assert_eq!(a.as_str(), "42[\"message\",\"a\"]");
+        assert_eq!(
+            a.as_str().as_ptr(),
+            again.as_str().as_ptr(),
+            "shared, not copied"
+        );
+        let b = text_message(same_len);
+        assert_eq!(b.as_str(), "42[\"message\",\"b\"]");
+        // An equal payload in another allocation is encoded on its own, and still right.
+        let copy = Str::from("2[\"message\",\"a\"]".to_string());
+        assert_eq!(text_message(copy).as_str(), "42[\"message\",\"a\"]");
+        assert_eq!(text_message(first).as_str(), "42[\"message\",\"a\"]");
+    }
+
     async fn ws_pair() -> (WebSocketStream<DuplexStream>, WebSocketStream<DuplexStream>) {
         let (server, client) = tokio::io::duplex(1024);
         (
@@ -630,7 +782,11 @@ mod tests {
         let (tx, _rx) = server.split();
 
         let polling = socket.internal_rx.lock().await;
-        let writer = tokio::spawn(forward_to_socket::<StubHandler, _>(socket.clone(), tx, None));
+        let writer = tokio::spawn(forward_to_socket::<StubHandler, _>(
+            socket.clone(),
+            tx,
+            None,
+        ));
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!writer.is_finished(), "the writer should wait for the lock");
 
@@ -651,7 +807,11 @@ mod tests {
         let (tx, _rx) = server.split();
 
         let _polling = socket.internal_rx.lock().await;
-        let writer = tokio::spawn(forward_to_socket::<StubHandler, _>(socket.clone(), tx, None));
+        let writer = tokio::spawn(forward_to_socket::<StubHandler, _>(
+            socket.clone(),
+            tx,
+            None,
+        ));
         tokio::time::sleep(Duration::from_millis(20)).await;
 
         socket.cancellation_token.cancel();
