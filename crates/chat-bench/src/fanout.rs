@@ -977,9 +977,9 @@ async fn client_join(
                     if let Some(message) = room_message(text) {
                         account(&message, &mut tally, &mut client);
                     } else if let Some(messages) = history_messages(text) {
-                        // The joins before this member's own, up to the history's size.
-                        history_full =
-                            shared.history_size > 0 && messages.len() >= shared.history_size;
+                        // The joins before this member's own, up to the history's size
+                        // (a server without history may still answer with an empty one).
+                        history_full = messages.len() >= shared.history_size;
                         for message in &messages {
                             account(message, &mut tally, &mut client);
                         }

@@ -243,6 +243,11 @@ pub struct Supervisor {
 
 impl Supervisor {
     pub fn start(workers: u16, redis_url: &str) -> Self {
+        Self::start_with(workers, redis_url, &[])
+    }
+
+    /// As `start`, with `extra` flags for the supervisor (and so its workers).
+    pub fn start_with(workers: u16, redis_url: &str, extra: &[&str]) -> Self {
         let base_port = free_port_range(workers);
         let admin_port = free_port();
         let mut child = Command::new(binary())
@@ -250,6 +255,7 @@ impl Supervisor {
             .args(["--base-port", &base_port.to_string()])
             .args(["--admin-port", &admin_port.to_string()])
             .args(["--redis-url", redis_url, "--shutdown-grace-ms", "2000"])
+            .args(extra)
             .env_remove("CHAT_WORKER_SETTINGS")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
