@@ -33,7 +33,10 @@ pub struct Namespace<A: Adapter> {
     pub(crate) adapter: Arc<A>,
     parser: Parser,
     handler: BoxedConnectHandler<A>,
-    sockets: RwLock<HashMap<Sid, Arc<Socket<A>>>>,
+    /// PATCHED (chat cluster, vendor/README.md): hashed with FxHash rather than SipHash. A
+    /// broadcast looks up every receiving socket here, once per delivery; the keys are session
+    /// ids the server drew at random, so a keyed hash buys no protection a client could need.
+    sockets: RwLock<HashMap<Sid, Arc<Socket<A>>, rustc_hash::FxBuildHasher>>,
     /// The ids of the sockets that are connecting to this namespace, but which are not yet
     /// in [`Self::sockets`] because their middlewares are still running.
     connecting: Mutex<HashSet<Sid>>,
@@ -112,7 +115,7 @@ impl<A: Adapter> Namespace<A> {
             path: path.clone(),
             handler,
             parser,
-            sockets: HashMap::new().into(),
+            sockets: HashMap::default().into(),
             connecting: HashSet::new().into(),
             adapter: Arc::new(A::new(
                 adapter_state,
