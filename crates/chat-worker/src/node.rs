@@ -374,6 +374,24 @@ impl Node {
         ack: AckSender,
     ) {
         crate::metrics::event_received(event);
+        // A socket's events run in a task each, spawned with this future, whose size is its
+        // largest branch's: `say`, the hot path, stays inline; every other event is boxed, so
+        // that a `say` does not allocate and copy the state of a login (8.5 KB before).
+        if event == "say" {
+            let answer = self.say(&socket, payload(data)).await;
+            return send_ack(ack, answer.as_ref().map(|id| Some(id.as_str())));
+        }
+        Box::pin(self.dispatch_other(socket, event, data, ack)).await;
+    }
+
+    /// Answers every client event but `say` (see [`Self::dispatch`]).
+    async fn dispatch_other(
+        self: Arc<Self>,
+        socket: SocketRef,
+        event: &str,
+        data: Option<serde_json::Value>,
+        ack: AckSender,
+    ) {
         if self.dialects.claims(&socket, event, data.as_ref()) {
             return self.dialect(&socket, event, data, ack).await;
         }
@@ -389,10 +407,6 @@ impl Node {
             HISTORY_EVENT => {
                 let answer = self.history(&socket, data).await;
                 send_answer(ack, answer);
-            }
-            "say" => {
-                let answer = self.say(&socket, payload(data)).await;
-                send_ack(ack, answer.as_ref().map(|id| Some(id.as_str())));
             }
             LOGIN_EVENT => self.login(&socket, payload(data), ack).await,
             CHAT_EVENT => {
