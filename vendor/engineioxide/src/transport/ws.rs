@@ -32,7 +32,7 @@ use engineioxide_core::{Packet, ProtocolVersion, Sid, Str, TransportType};
 
 use crate::{
     DisconnectReason, Socket, body::ResponseBody, config::EngineIoConfig, engine::EngineIo,
-    errors::Error, handler::EngineIoHandler, socket::InternalRx, transport::make_open_packet,
+    errors::Error, handler::EngineIoHandler, socket::{InternalRx, QueuedPackets}, transport::make_open_packet,
 };
 
 /// Create a response for websocket upgrade
@@ -93,7 +93,8 @@ pub fn new_req<R: Send + 'static, B, H: EngineIoHandler>(
         };
         let res = match opened {
             Ok((socket, ws, writer_heartbeat)) => {
-                serve_websocket(&engine, socket, ws, writer_heartbeat).await
+                serve_websocket(&engine, socket, ws, writer_heartbeat).await;
+                Ok(())
             }
             Err(e) => Err(e),
         };
@@ -138,7 +139,8 @@ where
 {
     let (socket, ws, writer_heartbeat) =
         open_websocket(&engine, conn, protocol, sid, req_data).await?;
-    serve_websocket(&engine, socket, ws, writer_heartbeat).await
+    serve_websocket(&engine, socket, ws, writer_heartbeat).await;
+    Ok(())
 }
 
 /// Opens the websocket session: a new one with its handshake, or the upgrade of a polling one.
@@ -210,15 +212,17 @@ where
 }
 
 /// Serves an open websocket session until it closes.
-/// PATCHED (chat cluster, vendor/README.md): in this one future, which reads and writes the
+/// PATCHED (chat cluster, vendor/README.md): in one future, which reads and writes the
 /// unsplit websocket ([`serve_session`]), instead of this future reading and a spawned task
-/// writing over the two halves of a split one.
-async fn serve_websocket<H: EngineIoHandler, S>(
-    engine: &Arc<EngineIo<H>>,
+/// writing over the two halves of a split one. Not an `async fn`: an `async fn` keeps its
+/// arguments and the locals they are moved into side by side in its state, which would hold
+/// the websocket (about 300 bytes) twice for the connection's life.
+fn serve_websocket<'a, H: EngineIoHandler, S>(
+    engine: &'a Arc<EngineIo<H>>,
     socket: Arc<Socket<H::Data>>,
     ws: WebSocketStream<S>,
     writer_heartbeat: bool,
-) -> Result<(), Error>
+) -> impl Future<Output = ()> + 'a
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -226,8 +230,7 @@ where
     // session keeps the heartbeat task its polling transport started.
     let heartbeat =
         writer_heartbeat.then_some((engine.config.ping_interval, engine.config.ping_timeout));
-    serve_session(engine, &socket, ws, heartbeat).await;
-    Ok(())
+    serve_session(engine, socket, ws, heartbeat)
 }
 
 /// PATCHED (chat cluster, vendor/README.md): how many messages are read in a row, at most,
@@ -301,14 +304,20 @@ where
 /// client that stopped reading is cut off below engine.io, see `vendor/README.md` change 4).
 /// tungstenite sends its answers to a client's ping or close frame itself while reading, and
 /// does not need a read to write.
-async fn serve_session<H: EngineIoHandler, S>(
+///
+/// Not an `async fn`, so that the websocket is stored once in its state (see
+/// [`serve_websocket`]): the `async move` block uses what it captures in place.
+fn serve_session<H: EngineIoHandler, S>(
     engine: &Arc<EngineIo<H>>,
-    socket: &Arc<Socket<H::Data>>,
+    socket: Arc<Socket<H::Data>>,
     mut ws: WebSocketStream<S>,
     heartbeat: Option<(Duration, Duration)>,
-) where
+) -> impl Future<Output = ()> + '_
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    async move {
+    let socket = &socket;
     // Whether the websocket is still read: until it ends, fails or carries a close, or the
     // session closes.
     let mut reading = true;
@@ -346,17 +355,24 @@ async fn serve_session<H: EngineIoHandler, S>(
         ..
     } = &mut *internal_rx;
 
-    // map a packet to a websocket message
+    // Writes a list of queued packets to the websocket, without flushing it.
     // It is declared as a macro rather than a closure to avoid ownership issues
-    // PATCHED (chat cluster, vendor/README.md): the packet becomes its websocket message
-    // without awaiting (`ws_message`), and one `feed` awaits per call site, so the task's state
-    // holds one pending message instead of one per kind of packet.
-    macro_rules! map_fn {
-        ($item:ident) => {
-            if let Some(message) = ws_message($item, socket.protocol) {
-                if let Err(_e) = ws.feed(message).await {
-                    #[cfg(feature = "tracing")]
-                    tracing::debug!("[sid={}] error sending packet: {}", socket.id, _e);
+    // PATCHED (chat cluster, vendor/README.md): each packet becomes its websocket message
+    // without awaiting (`ws_message`) once the websocket is ready to take it, and the list is
+    // read in place (its packets cloned, a reference count each; a list shared by a broadcast
+    // was cloned whole before). Across the await the task's state holds the list's pointer and
+    // an index, instead of the list's iterator, a packet and its message (about 400 bytes,
+    // which made the largest state of the task).
+    macro_rules! write_packets {
+        ($packets:expr) => {
+            let packets: QueuedPackets = $packets;
+            for index in 0..packets.len() {
+                let ready = std::future::poll_fn(|cx| ws.poll_ready_unpin(cx)).await;
+                if let Some(message) = ws_message(packets[index].clone(), socket.protocol) {
+                    if let Err(_e) = ready.and_then(|()| ws.start_send_unpin(message)) {
+                        #[cfg(feature = "tracing")]
+                        tracing::debug!("[sid={}] error sending packet: {}", socket.id, _e);
+                    }
                 }
             }
         };
@@ -470,13 +486,9 @@ async fn serve_session<H: EngineIoHandler, S>(
                 read_streak = 0;
                 match items {
                     Some(packets) => {
-                        for item in Arc::unwrap_or_clone(packets) {
-                            map_fn!(item);
-                        }
+                        write_packets!(packets);
                         while let Ok(packets) = buffered_rx.try_recv() {
-                            for item in Arc::unwrap_or_clone(packets) {
-                                map_fn!(item);
-                            }
+                            write_packets!(packets);
                         }
                         flush!();
                     }
@@ -489,9 +501,7 @@ async fn serve_session<H: EngineIoHandler, S>(
                 if let Some(packets) = val {
                     #[cfg(feature = "tracing")]
                     tracing::debug!(sid = ?socket.id, "ws volatile flush: {} packets", packets.len());
-                    for item in Arc::unwrap_or_clone(packets) {
-                        map_fn!(item);
-                    }
+                    write_packets!(packets);
                     flush!();
                 }
             },
@@ -506,6 +516,7 @@ async fn serve_session<H: EngineIoHandler, S>(
     ws.flush().await.ok();
     // The sink's close (a close frame unless one was sent, then a flush), as the split half did.
     SinkExt::close(&mut ws).await.ok();
+    }
 }
 
 /// PATCHED (chat cluster, vendor/README.md): hands what was read from the websocket to the
@@ -899,7 +910,7 @@ mod tests {
             EngineIoConfig::default(),
         ));
         let socket = socket.clone();
-        tokio::spawn(async move { serve_session(&engine, &socket, ws, heartbeat).await })
+        tokio::spawn(async move { serve_session(&engine, socket, ws, heartbeat).await })
     }
 
     async fn ws_pair() -> (WebSocketStream<DuplexStream>, WebSocketStream<DuplexStream>) {
@@ -945,7 +956,7 @@ mod tests {
         ));
         let serving = engine.clone();
         let served = socket.clone();
-        tokio::spawn(async move { serve_session(&serving, &served, server, None).await });
+        tokio::spawn(async move { serve_session(&serving, served, server, None).await });
         assert_eq!(next_text(&mut client).await, Message::text("4hello"));
         tokio::time::sleep(Duration::from_millis(20)).await;
 
@@ -973,7 +984,7 @@ mod tests {
         let (server, mut client) = ws_pair().await;
         let (serving, served) = (engine.clone(), socket.clone());
         let task =
-            tokio::spawn(async move { serve_session(&serving, &served, server, None).await });
+            tokio::spawn(async move { serve_session(&serving, served, server, None).await });
 
         client.close(None).await.unwrap();
         tokio::time::timeout(TIMEOUT, task)
@@ -1002,7 +1013,7 @@ mod tests {
         let (server, mut client) = ws_pair().await;
         let (serving, served) = (engine.clone(), socket.clone());
         let task =
-            tokio::spawn(async move { serve_session(&serving, &served, server, None).await });
+            tokio::spawn(async move { serve_session(&serving, served, server, None).await });
 
         // The task holds the queue (a session closed before does not start writing).
         tokio::time::sleep(Duration::from_millis(20)).await;
