@@ -8,7 +8,7 @@ use std::{
     ops::ControlFlow,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicU8, Ordering},
     },
     task::{Context, Poll, Wake, Waker},
     time::Duration,
@@ -26,7 +26,7 @@ use tokio_tungstenite::{
         protocol::{Role, WebSocketConfig},
     },
 };
-use tokio_util::future::FutureExt as _;
+use tokio_util::{future::FutureExt as _, sync::WaitForCancellationFuture};
 
 use engineioxide_core::{Packet, ProtocolVersion, Sid, Str, TransportType};
 
@@ -238,52 +238,120 @@ where
 /// how long a client that keeps sending holds back what it is sent.
 const READ_STREAK: u8 = 32;
 
-/// PATCHED (chat cluster, vendor/README.md): whether the websocket may have a message to
-/// read, for [`next_message`]. The websocket is polled for reading with a waker of its own,
-/// which records that reading was woken before it wakes the task.
-struct ReadWake {
-    woken: AtomicBool,
+/// PATCHED (chat cluster, vendor/README.md): the branches of [`serve_session`] whose futures
+/// are polled with [`SideWake`]'s waker: the session's end and the websocket's next message
+/// ([`session_event`]), and the volatile packet.
+const SESSION: u8 = 1;
+const VOLATILE: u8 = 2;
+
+/// PATCHED (chat cluster, vendor/README.md): which of the side branches ([`SESSION`],
+/// [`VOLATILE`]) may have progressed since their futures were last polled. Those futures are
+/// polled with a waker of their own, which records the wake-up before it wakes the task, and
+/// only when it was woken. [`serve_session`]'s task wakes once per packet written and polls
+/// every branch then and before it sleeps again; polling these futures each time cost
+/// (`bash scripts/delivery-cost.sh product --callgrind`) about 1,400 instructions per packet
+/// for the websocket's read side (tungstenite's read, hyper's upgraded connection, tokio's
+/// readiness check under its lock) and about 300 for the session's end and the volatile packet
+/// (tokio-util's `cancelled()` takes a lock at each poll; `Notified` polls take another). A
+/// wake-up does not say which future it is for: it marks every side branch, and each is polled
+/// once. Rare wake-ups (a message read, the session's end, a volatile packet) thus poll all the
+/// side futures; the wake-ups of the queue and the timer poll none.
+struct SideWake {
+    pending: AtomicU8,
     task: AtomicWaker,
 }
 
-impl Wake for ReadWake {
+impl Wake for SideWake {
     fn wake(self: Arc<Self>) {
         self.wake_by_ref();
     }
     fn wake_by_ref(self: &Arc<Self>) {
-        self.woken.store(true, Ordering::Release);
+        self.pending.store(SESSION | VOLATILE, Ordering::Release);
         self.task.wake();
     }
 }
 
-/// PATCHED (chat cluster, vendor/README.md): the next message of the websocket, like
-/// `ws.next()` (and as cancel-safe), but the websocket is polled only when its reading was
-/// woken (or has not returned pending since its last message, which may not have been the
-/// last one in its buffer). [`serve_session`] polls all its branches each time the task wakes,
-/// that is once or twice per packet written, and polling the websocket for reading when
-/// nothing came (tungstenite's read, hyper's upgraded connection, tokio's readiness check
-/// under its lock) cost about 1,400 instructions per packet written (`bash
-/// scripts/delivery-cost.sh product --callgrind`).
-fn next_message<'a, S>(
+impl SideWake {
+    /// Whether `branch`'s futures are to be polled, now that the task polls it; the task is
+    /// woken when they may progress.
+    fn take(&self, branch: u8, cx: &Context<'_>) -> bool {
+        self.task.register(cx.waker());
+        self.pending.fetch_and(!branch, Ordering::AcqRel) & branch != 0
+    }
+
+    /// `branch`'s futures are to be polled again without a wake-up: one was ready (the next one
+    /// may be too), or one was left unpolled.
+    fn keep(&self, branch: u8) {
+        self.pending.fetch_or(branch, Ordering::Release);
+    }
+}
+
+/// PATCHED (chat cluster, vendor/README.md): what the [`SESSION`] branch of
+/// [`serve_session`] found.
+enum SessionEvent {
+    /// The session is closed (its cancellation token).
+    Closed,
+    /// The websocket's next message, as `ws.next()` gives it.
+    Read(Option<Result<Message, tungstenite::Error>>),
+}
+
+/// PATCHED (chat cluster, vendor/README.md): the session's end, else the websocket's next
+/// message if `read`, polled with `waker` and only when [`SideWake`] says so. Cancel-safe: both
+/// futures keep their state where they are (`cancelled` pinned by the caller, the websocket's
+/// partial frames in the websocket). The end comes first: nothing is read once the session is
+/// closed, as the reading future stopped at it.
+fn session_event<'a, S>(
+    mut cancelled: std::pin::Pin<&'a mut WaitForCancellationFuture<'_>>,
     ws: &'a mut WebSocketStream<S>,
-    wake: &'a Arc<ReadWake>,
+    read: bool,
+    wake: &'a SideWake,
     waker: &'a Waker,
-) -> impl Future<Output = Option<Result<Message, tungstenite::Error>>> + 'a
+) -> impl Future<Output = SessionEvent> + 'a
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     std::future::poll_fn(move |cx| {
-        wake.task.register(cx.waker());
-        if !wake.woken.swap(false, Ordering::AcqRel) {
+        if !wake.take(SESSION, cx) {
             return Poll::Pending;
         }
-        match ws.poll_next_unpin(&mut Context::from_waker(waker)) {
+        let mut side = Context::from_waker(waker);
+        if cancelled.as_mut().poll(&mut side).is_ready() {
+            return Poll::Ready(SessionEvent::Closed);
+        }
+        if !read {
+            // The websocket is read again when its turn comes back.
+            wake.keep(SESSION);
+            return Poll::Pending;
+        }
+        match ws.poll_next_unpin(&mut side) {
             Poll::Ready(msg) => {
                 // More may be buffered already, with no wake-up to come for it.
-                wake.woken.store(true, Ordering::Release);
-                Poll::Ready(msg)
+                wake.keep(SESSION);
+                Poll::Ready(SessionEvent::Read(msg))
             }
-            // The websocket holds `waker`, which sets the flag when there is more to read.
+            // The websocket holds `waker`, which marks the branch when there is more to read.
+            Poll::Pending => Poll::Pending,
+        }
+    })
+}
+
+/// PATCHED (chat cluster, vendor/README.md): `next`'s output, polled with `waker` and only
+/// when [`SideWake`] says `branch` may have progressed. As cancel-safe as `next`.
+fn when_woken<'a, F: Future + Unpin + 'a>(
+    mut next: F,
+    branch: u8,
+    wake: &'a SideWake,
+    waker: &'a Waker,
+) -> impl Future<Output = F::Output> + 'a {
+    std::future::poll_fn(move |cx| {
+        if !wake.take(branch, cx) {
+            return Poll::Pending;
+        }
+        match std::pin::Pin::new(&mut next).poll(&mut Context::from_waker(waker)) {
+            Poll::Ready(output) => {
+                wake.keep(branch);
+                Poll::Ready(output)
+            }
             Poll::Pending => Poll::Pending,
         }
     })
@@ -413,26 +481,42 @@ where
 
     // Messages read since something else had its turn (`READ_STREAK`).
     let mut read_streak: u8 = 0;
-    // Woken first, so that the websocket is polled (and holds `read_waker`) from the start.
-    let read_wake = Arc::new(ReadWake {
-        woken: AtomicBool::new(true),
+    // Every side branch marked, so that its futures are polled (and hold `side_waker`) from
+    // the start.
+    let side_wake = Arc::new(SideWake {
+        pending: AtomicU8::new(SESSION | VOLATILE),
         task: AtomicWaker::new(),
     });
-    let read_waker = Waker::from(read_wake.clone());
+    let side_waker = Waker::from(side_wake.clone());
 
     // Until the session is cancelled (a closed queue, which cannot happen while this task
     // holds its receiver, ends it too).
     loop {
         tokio::select! {
             biased;
-            // Reading first: a pong that came is counted before the heartbeat below judges
-            // its timeout, also after a long write, and a busy queue does not hold reading back.
-            msg = next_message(&mut ws, &read_wake, &read_waker), if reading && read_streak < READ_STREAK => {
-                read_streak += 1;
-                // Nothing read after the session's end is handled, as the reading future
-                // stopped at it.
-                reading = !socket.cancellation_token.is_cancelled() && on_read(engine, socket, msg);
-            }
+            // The session's end and reading first: a pong that came is counted before the
+            // heartbeat below judges its timeout, also after a long write, and a busy queue
+            // does not hold reading back.
+            event = session_event(
+                cancelled.as_mut(),
+                &mut ws,
+                reading && read_streak < READ_STREAK,
+                &side_wake,
+                &side_waker,
+            ) => match event {
+                // What was queued before the end (such as the close packet of
+                // `Socket::close`) is still written, as when the queue came before the end.
+                SessionEvent::Closed => {
+                    while let Ok(packets) = buffered_rx.try_recv() {
+                        write_packets!(packets);
+                    }
+                    break;
+                }
+                SessionEvent::Read(msg) => {
+                    read_streak += 1;
+                    reading = on_read(engine, socket, msg);
+                }
+            },
             // The heartbeat before the queue (PATCHED, see above), so that a busy task still
             // pings.
             () = &mut heartbeat_timer, if beating => {
@@ -480,8 +564,6 @@ where
                     }
                 }
             },
-            // The queue before the session's end, so that what was queued before it (such
-            // as the close packet of `Socket::close`) is still written.
             items = buffered_rx.recv() => {
                 read_streak = 0;
                 match items {
@@ -495,8 +577,7 @@ where
                     None => break
                 }
             }
-            () = &mut cancelled => break,
-            Some(val) = volatile.next() => {
+            Some(val) = when_woken(volatile.next(), VOLATILE, &side_wake, &side_waker) => {
                 read_streak = 0;
                 if let Some(packets) = val {
                     #[cfg(feature = "tracing")]
