@@ -199,7 +199,8 @@ where
         let mut ws = ws_init().await;
         init_handshake(socket.id, &mut ws, &engine.config).await?;
         // PATCHED (chat cluster, vendor/README.md): a v4 session opened on a websocket runs its
-        // heartbeat in its writer task (`forward_to_socket`) instead of a task of its own.
+        // heartbeat in its writer task (`forward_to_socket`, since change 10 `serve_session`)
+        // instead of a task of its own.
         let writer_heartbeat = socket.protocol == ProtocolVersion::V4;
         if !writer_heartbeat {
             socket
@@ -385,218 +386,228 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     async move {
-    let socket = &socket;
-    // Whether the websocket is still read: until it ends, fails or carries a close, or the
-    // session closes.
-    let mut reading = true;
+        let socket = &socket;
+        // Whether the websocket is still read: until it ends, fails or carries a close, or the
+        // session closes.
+        let mut reading = true;
 
-    // The futures that wait for the session's end and for a volatile packet live as long as
-    // the session, instead of one of each per wake-up (change 9). A `cancelled()` or
-    // `changed()` future registers in its notifier's waiter list when first polled and leaves
-    // it when dropped, two lock round trips per wake-up of a task woken once per packet.
-    let cancelled = socket.cancellation_token.cancelled();
-    tokio::pin!(cancelled);
+        // The futures that wait for the session's end and for a volatile packet live as long as
+        // the session, instead of one of each per wake-up (change 9). A `cancelled()` or
+        // `changed()` future registers in its notifier's waiter list when first polled and leaves
+        // it when dropped, two lock round trips per wake-up of a task woken once per packet.
+        let cancelled = socket.cancellation_token.cancelled();
+        tokio::pin!(cancelled);
 
-    // A polling request that was in progress during the upgrade may still hold the send
-    // queue's lock. Meanwhile the client's messages are read and handled, as the reading
-    // future did while its writer task waited: nothing is written before the lock is held, and
-    // what the handler queues meanwhile waits in the queue, in order.
-    let mut internal_rx = {
-        let lock = socket.internal_rx.lock();
-        tokio::pin!(lock);
+        // A polling request that was in progress during the upgrade may still hold the send
+        // queue's lock. Meanwhile the client's messages are read and handled, as the reading
+        // future did while its writer task waited: nothing is written before the lock is held, and
+        // what the handler queues meanwhile waits in the queue, in order.
+        let mut internal_rx = {
+            let lock = socket.internal_rx.lock();
+            tokio::pin!(lock);
+            loop {
+                tokio::select! {
+                    biased;
+                    () = &mut cancelled => {
+                        #[cfg(feature = "tracing")]
+                        tracing::debug!(
+                            sid = %socket.id,
+                            "session closed before starting the ws writer"
+                        );
+                        return;
+                    }
+                    internal_rx = &mut lock => break internal_rx,
+                    msg = ws.next(), if reading => reading = on_read(engine, socket, msg),
+                }
+            }
+        };
+        let InternalRx {
+            buffered_rx,
+            volatile_rx,
+            ..
+        } = &mut *internal_rx;
+
+        // Writes a list of queued packets to the websocket, without flushing it.
+        // It is declared as a macro rather than a closure to avoid ownership issues
+        // PATCHED (chat cluster, vendor/README.md): each packet becomes its websocket message
+        // without awaiting (`ws_message`) once the websocket is ready to take it, and the list is
+        // read in place (its packets cloned, a reference count each; a list shared by a broadcast
+        // was cloned whole before). Across the await the task's state holds the list's pointer and
+        // an index, instead of the list's iterator, a packet and its message (about 400 bytes,
+        // which made the largest state of the task).
+        macro_rules! write_packets {
+            ($packets:expr) => {
+                let packets: QueuedPackets = $packets;
+                for index in 0..packets.len() {
+                    let ready = std::future::poll_fn(|cx| ws.poll_ready_unpin(cx)).await;
+                    if let Some(message) = ws_message(packets[index].clone(), socket.protocol) {
+                        if let Err(_e) = ready.and_then(|()| ws.start_send_unpin(message)) {
+                            #[cfg(feature = "tracing")]
+                            tracing::debug!("[sid={}] error sending packet: {}", socket.id, _e);
+                        }
+                    }
+                }
+            };
+        }
+        // The websocket is flushed only when what was queued is written.
+        macro_rules! flush {
+            () => {
+                #[cfg(feature = "tracing")]
+                tracing::trace!(sid = %socket.id, "ws flush");
+                ws.flush().await.ok();
+            };
+        }
+
+        // PATCHED (chat cluster, vendor/README.md): the heartbeat of a v4 session, as
+        // `Socket::heartbeat_job_v4` runs it, on this task: a ping one interval after the start and
+        // one interval after the previous one, queued behind the packets before it (a full queue
+        // closes the session), and the session closed if no pong comes within the timeout. One
+        // task per connection instead of two saves about 1.3 KB per connection.
+        // The pongs are not awaited: they are taken (`take_heartbeat`) when the timer fires (the
+        // timeout, or the next ping's time if that comes first), so the pong receiver is not polled
+        // at every wake-up of the task, which is once per packet. The pings' schedule and the
+        // timeout are the same as if each pong were taken when it arrives.
+        let (ping_interval, ping_timeout) = heartbeat.unwrap_or_default();
+        let mut beating = heartbeat.is_some();
+        let mut ping_due = tokio::time::Instant::now() + ping_interval;
+        // While a pong is awaited: when the session times out without one.
+        let mut pong_deadline: Option<tokio::time::Instant> = None;
+        let heartbeat_timer = tokio::time::sleep_until(ping_due);
+        tokio::pin!(heartbeat_timer);
+
+        let volatile = futures_util::stream::unfold(volatile_rx.clone(), |mut rx| async move {
+            rx.changed().await.ok()?;
+            let packets = rx.borrow_and_update().clone();
+            Some((packets, rx))
+        })
+        .fuse();
+        tokio::pin!(volatile);
+
+        // Messages read since something else had its turn (`READ_STREAK`).
+        let mut read_streak: u8 = 0;
+        // Every side branch marked, so that its futures are polled (and hold `side_waker`) from
+        // the start.
+        let side_wake = Arc::new(SideWake {
+            pending: AtomicU8::new(SESSION | VOLATILE),
+            task: AtomicWaker::new(),
+        });
+        let side_waker = Waker::from(side_wake.clone());
+
+        // Until the session is cancelled (a closed queue, which cannot happen while this task
+        // holds its receiver, ends it too).
         loop {
             tokio::select! {
                 biased;
-                () = &mut cancelled => {
-                    #[cfg(feature = "tracing")]
-                    tracing::debug!(sid = %socket.id, "session closed before starting the ws writer");
-                    return;
-                }
-                internal_rx = &mut lock => break internal_rx,
-                msg = ws.next(), if reading => reading = on_read(engine, socket, msg),
-            }
-        }
-    };
-    let InternalRx {
-        buffered_rx,
-        volatile_rx,
-        ..
-    } = &mut *internal_rx;
-
-    // Writes a list of queued packets to the websocket, without flushing it.
-    // It is declared as a macro rather than a closure to avoid ownership issues
-    // PATCHED (chat cluster, vendor/README.md): each packet becomes its websocket message
-    // without awaiting (`ws_message`) once the websocket is ready to take it, and the list is
-    // read in place (its packets cloned, a reference count each; a list shared by a broadcast
-    // was cloned whole before). Across the await the task's state holds the list's pointer and
-    // an index, instead of the list's iterator, a packet and its message (about 400 bytes,
-    // which made the largest state of the task).
-    macro_rules! write_packets {
-        ($packets:expr) => {
-            let packets: QueuedPackets = $packets;
-            for index in 0..packets.len() {
-                let ready = std::future::poll_fn(|cx| ws.poll_ready_unpin(cx)).await;
-                if let Some(message) = ws_message(packets[index].clone(), socket.protocol) {
-                    if let Err(_e) = ready.and_then(|()| ws.start_send_unpin(message)) {
-                        #[cfg(feature = "tracing")]
-                        tracing::debug!("[sid={}] error sending packet: {}", socket.id, _e);
-                    }
-                }
-            }
-        };
-    }
-    // The websocket is flushed only when what was queued is written.
-    macro_rules! flush {
-        () => {
-            #[cfg(feature = "tracing")]
-            tracing::trace!(sid = %socket.id, "ws flush");
-            ws.flush().await.ok();
-        };
-    }
-
-    // PATCHED (chat cluster, vendor/README.md): the heartbeat of a v4 session, as
-    // `Socket::heartbeat_job_v4` runs it, on this task: a ping one interval after the start and
-    // one interval after the previous one, queued behind the packets before it (a full queue
-    // closes the session), and the session closed if no pong comes within the timeout. One
-    // task per connection instead of two saves about 1.3 KB per connection.
-    // The pongs are not awaited: they are taken (`take_heartbeat`) when the timer fires (the
-    // timeout, or the next ping's time if that comes first), so the pong receiver is not polled
-    // at every wake-up of the task, which is once per packet. The pings' schedule and the
-    // timeout are the same as if each pong were taken when it arrives.
-    let (ping_interval, ping_timeout) = heartbeat.unwrap_or_default();
-    let mut beating = heartbeat.is_some();
-    let mut ping_due = tokio::time::Instant::now() + ping_interval;
-    // While a pong is awaited: when the session times out without one.
-    let mut pong_deadline: Option<tokio::time::Instant> = None;
-    let heartbeat_timer = tokio::time::sleep_until(ping_due);
-    tokio::pin!(heartbeat_timer);
-
-    let volatile = futures_util::stream::unfold(volatile_rx.clone(), |mut rx| async move {
-        rx.changed().await.ok()?;
-        let packets = rx.borrow_and_update().clone();
-        Some((packets, rx))
-    })
-    .fuse();
-    tokio::pin!(volatile);
-
-    // Messages read since something else had its turn (`READ_STREAK`).
-    let mut read_streak: u8 = 0;
-    // Every side branch marked, so that its futures are polled (and hold `side_waker`) from
-    // the start.
-    let side_wake = Arc::new(SideWake {
-        pending: AtomicU8::new(SESSION | VOLATILE),
-        task: AtomicWaker::new(),
-    });
-    let side_waker = Waker::from(side_wake.clone());
-
-    // Until the session is cancelled (a closed queue, which cannot happen while this task
-    // holds its receiver, ends it too).
-    loop {
-        tokio::select! {
-            biased;
-            // The session's end and reading first: a pong that came is counted before the
-            // heartbeat below judges its timeout, also after a long write, and a busy queue
-            // does not hold reading back.
-            event = session_event(
-                cancelled.as_mut(),
-                &mut ws,
-                reading && read_streak < READ_STREAK,
-                &side_wake,
-                &side_waker,
-            ) => match event {
-                // What was queued before the end (such as the close packet of
-                // `Socket::close`) is still written, as when the queue came before the end.
-                SessionEvent::Closed => {
-                    while let Ok(packets) = buffered_rx.try_recv() {
-                        write_packets!(packets);
-                    }
-                    break;
-                }
-                SessionEvent::Read(msg) => {
-                    read_streak += 1;
-                    reading = on_read(engine, socket, msg);
-                }
-            },
-            // The heartbeat before the queue (PATCHED, see above), so that a busy task still
-            // pings.
-            () = &mut heartbeat_timer, if beating => {
-                read_streak = 0;
-                let now = tokio::time::Instant::now();
-                let pong = socket.take_heartbeat();
-                match pong_deadline {
-                    Some(_) if pong => {
-                        #[cfg(feature = "tracing")]
-                        tracing::trace!(sid = ?socket.id, "pong received");
-                        pong_deadline = None;
-                        ping_due += ping_interval;
-                        heartbeat_timer.as_mut().reset(ping_due);
-                    }
-                    // The next ping's time came before the timeout: wait on for the pong.
-                    Some(deadline) if now < deadline => heartbeat_timer.as_mut().reset(deadline),
-                    Some(_) => {
-                        #[cfg(feature = "tracing")]
-                        tracing::debug!(sid = ?socket.id, "heartbeat timeout");
-                        beating = false;
-                        // Queues a close packet and cancels the session, which ends this loop.
-                        socket.close(DisconnectReason::HeartbeatTimeout);
-                    }
-                    // Time to ping; a pong before it (some clients send one first) was
-                    // taken above and is ignored.
-                    None => {
-                        let queued = socket
-                            .internal_tx
-                            .try_send(Arc::new(smallvec![Packet::Ping]))
-                            .is_ok();
-                        if queued {
-                            #[cfg(feature = "tracing")]
-                            tracing::trace!(sid = ?socket.id, "emitting ping");
-                            let deadline = now + ping_timeout;
-                            pong_deadline = Some(deadline);
-                            heartbeat_timer
-                                .as_mut()
-                                .reset(deadline.min(ping_due + ping_interval));
-                        } else {
-                            #[cfg(feature = "tracing")]
-                            tracing::debug!(sid = ?socket.id, "heartbeat timeout");
-                            beating = false;
-                            socket.close(DisconnectReason::HeartbeatTimeout);
-                        }
-                    }
-                }
-            },
-            items = buffered_rx.recv() => {
-                read_streak = 0;
-                match items {
-                    Some(packets) => {
-                        write_packets!(packets);
+                // The session's end and reading first: a pong that came is counted before the
+                // heartbeat below judges its timeout, also after a long write, and a busy queue
+                // does not hold reading back.
+                event = session_event(
+                    cancelled.as_mut(),
+                    &mut ws,
+                    reading && read_streak < READ_STREAK,
+                    &side_wake,
+                    &side_waker,
+                ) => match event {
+                    // What was queued before the end (such as the close packet of
+                    // `Socket::close`) is still written, as when the queue came before the end.
+                    SessionEvent::Closed => {
                         while let Ok(packets) = buffered_rx.try_recv() {
                             write_packets!(packets);
                         }
+                        break;
+                    }
+                    SessionEvent::Read(msg) => {
+                        read_streak += 1;
+                        reading = on_read(engine, socket, msg);
+                    }
+                },
+                // The heartbeat before the queue (PATCHED, see above), so that a busy task still
+                // pings.
+                () = &mut heartbeat_timer, if beating => {
+                    read_streak = 0;
+                    let now = tokio::time::Instant::now();
+                    let pong = socket.take_heartbeat();
+                    match pong_deadline {
+                        Some(_) if pong => {
+                            #[cfg(feature = "tracing")]
+                            tracing::trace!(sid = ?socket.id, "pong received");
+                            pong_deadline = None;
+                            ping_due += ping_interval;
+                            heartbeat_timer.as_mut().reset(ping_due);
+                        }
+                        // The next ping's time came before the timeout: wait on for the pong.
+                        Some(deadline) if now < deadline => {
+                            heartbeat_timer.as_mut().reset(deadline);
+                        }
+                        Some(_) => {
+                            #[cfg(feature = "tracing")]
+                            tracing::debug!(sid = ?socket.id, "heartbeat timeout");
+                            beating = false;
+                            // Queues a close packet and cancels the session, which ends this loop.
+                            socket.close(DisconnectReason::HeartbeatTimeout);
+                        }
+                        // Time to ping; a pong before it (some clients send one first) was
+                        // taken above and is ignored.
+                        None => {
+                            let queued = socket
+                                .internal_tx
+                                .try_send(Arc::new(smallvec![Packet::Ping]))
+                                .is_ok();
+                            if queued {
+                                #[cfg(feature = "tracing")]
+                                tracing::trace!(sid = ?socket.id, "emitting ping");
+                                let deadline = now + ping_timeout;
+                                pong_deadline = Some(deadline);
+                                heartbeat_timer
+                                    .as_mut()
+                                    .reset(deadline.min(ping_due + ping_interval));
+                            } else {
+                                #[cfg(feature = "tracing")]
+                                tracing::debug!(sid = ?socket.id, "heartbeat timeout");
+                                beating = false;
+                                socket.close(DisconnectReason::HeartbeatTimeout);
+                            }
+                        }
+                    }
+                },
+                items = buffered_rx.recv() => {
+                    read_streak = 0;
+                    match items {
+                        Some(packets) => {
+                            write_packets!(packets);
+                            while let Ok(packets) = buffered_rx.try_recv() {
+                                write_packets!(packets);
+                            }
+                            flush!();
+                        }
+                        None => break
+                    }
+                }
+                Some(val) = when_woken(volatile.next(), VOLATILE, &side_wake, &side_waker) => {
+                    read_streak = 0;
+                    if let Some(packets) = val {
+                        #[cfg(feature = "tracing")]
+                        tracing::debug!(
+                            sid = ?socket.id,
+                            "ws volatile flush: {} packets",
+                            packets.len()
+                        );
+                        write_packets!(packets);
                         flush!();
                     }
-                    None => break
-                }
+                },
+                // After a streak of reads, when nothing else was ready: reading goes on.
+                () = std::future::ready(()), if read_streak >= READ_STREAK => read_streak = 0,
             }
-            Some(val) = when_woken(volatile.next(), VOLATILE, &side_wake, &side_waker) => {
-                read_streak = 0;
-                if let Some(packets) = val {
-                    #[cfg(feature = "tracing")]
-                    tracing::debug!(sid = ?socket.id, "ws volatile flush: {} packets", packets.len());
-                    write_packets!(packets);
-                    flush!();
-                }
-            },
-            // After a streak of reads, when nothing else was ready: reading goes on.
-            () = std::future::ready(()), if read_streak >= READ_STREAK => read_streak = 0,
         }
-    }
 
-    #[cfg(feature = "tracing")]
-    tracing::trace!(sid = %socket.id, "ws closing flush");
+        #[cfg(feature = "tracing")]
+        tracing::trace!(sid = %socket.id, "ws closing flush");
 
-    ws.flush().await.ok();
-    // The sink's close (a close frame unless one was sent, then a flush), as the split half did.
-    SinkExt::close(&mut ws).await.ok();
+        ws.flush().await.ok();
+        // The sink's close (a close frame unless one was sent, then a flush), as the split
+        // half did.
+        SinkExt::close(&mut ws).await.ok();
     }
 }
 
