@@ -1122,6 +1122,31 @@ mod tests {
             .unwrap();
     }
 
+    /// PATCHED (chat cluster, vendor/README.md change 10): the side branches' futures are
+    /// polled only when their own waker fired; it must fire for each of them. An idle
+    /// session's end, with nothing queued, ends the task; a volatile packet is written.
+    #[tokio::test]
+    async fn the_side_branches_wake_the_task() {
+        let socket = socket();
+        let (server, mut client) = ws_pair().await;
+        let task = serve::<StubHandler>(&socket, server, None);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+
+        assert!(socket.emit_volatile("fleeting"));
+        assert_eq!(next_text(&mut client).await, Message::text("4fleeting"));
+        socket.emit(Str::from("kept")).unwrap();
+        assert_eq!(next_text(&mut client).await, Message::text("4kept"));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!task.is_finished());
+
+        socket.cancellation_token.cancel();
+        tokio::time::timeout(TIMEOUT, task)
+            .await
+            .expect("the task should end with the session")
+            .unwrap();
+        assert!(matches!(next_text(&mut client).await, Message::Close(_)));
+    }
+
     /// A polling request can still hold the lock at the end of an upgrade.
     #[tokio::test]
     async fn writer_waits_for_the_lock_of_a_polling_request() {
