@@ -194,7 +194,7 @@ async fn one_senders_messages_arrive_in_order_on_another_worker() {
     }
 }
 
-/// The heartbeat runs in each websocket's writer task: a connection that receives messages
+/// The heartbeat runs in each websocket's session task: a connection that receives messages
 /// without pause, and answers pings, must still be pinged and never be timed out.
 #[tokio::test]
 async fn a_busy_connection_keeps_its_heartbeat() {

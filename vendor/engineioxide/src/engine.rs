@@ -89,7 +89,8 @@ impl<H: EngineIoHandler> EngineIo<H> {
         };
 
         // Notify every transport task listening on this token to stop. Cancellation-aware
-        // transports (the ws `forward_to_socket` task and pending polling requests) will release
+        // transports (the ws session's task, PATCHED (chat cluster, vendor/README.md change 10):
+        // `serve_session`, and pending polling requests) will release
         // the `internal_rx` lock as soon as they observe the cancellation.
         socket.cancellation_token.cancel();
 

@@ -4,12 +4,17 @@
 //! Other functions are used internally to handle the websocket connection through tasks and channels
 //! and to handle upgrade from polling to ws
 
-use std::{sync::Arc, time::Duration};
-
-use futures_util::{
-    SinkExt, StreamExt, TryStreamExt,
-    stream::{SplitSink, SplitStream},
+use std::{
+    ops::ControlFlow,
+    sync::{
+        Arc,
+        atomic::{AtomicU8, Ordering},
+    },
+    task::{Context, Poll, Wake, Waker},
+    time::Duration,
 };
+
+use futures_util::{SinkExt, StreamExt, task::AtomicWaker};
 use http::{HeaderValue, Request, Response, StatusCode, request::Parts};
 use smallvec::smallvec;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -21,13 +26,13 @@ use tokio_tungstenite::{
         protocol::{Role, WebSocketConfig},
     },
 };
-use tokio_util::future::FutureExt as _;
+use tokio_util::{future::FutureExt as _, sync::WaitForCancellationFuture};
 
 use engineioxide_core::{Packet, ProtocolVersion, Sid, Str, TransportType};
 
 use crate::{
     DisconnectReason, Socket, body::ResponseBody, config::EngineIoConfig, engine::EngineIo,
-    errors::Error, handler::EngineIoHandler, socket::InternalRx, transport::make_open_packet,
+    errors::Error, handler::EngineIoHandler, socket::{InternalRx, QueuedPackets}, transport::make_open_packet,
 };
 
 /// Create a response for websocket upgrade
@@ -88,7 +93,8 @@ pub fn new_req<R: Send + 'static, B, H: EngineIoHandler>(
         };
         let res = match opened {
             Ok((socket, ws, writer_heartbeat)) => {
-                serve_websocket(&engine, socket, ws, writer_heartbeat).await
+                serve_websocket(&engine, socket, ws, writer_heartbeat).await;
+                Ok(())
             }
             Err(e) => Err(e),
         };
@@ -133,7 +139,8 @@ where
 {
     let (socket, ws, writer_heartbeat) =
         open_websocket(&engine, conn, protocol, sid, req_data).await?;
-    serve_websocket(&engine, socket, ws, writer_heartbeat).await
+    serve_websocket(&engine, socket, ws, writer_heartbeat).await;
+    Ok(())
 }
 
 /// Opens the websocket session: a new one with its handshake, or the upgrade of a polling one.
@@ -192,7 +199,8 @@ where
         let mut ws = ws_init().await;
         init_handshake(socket.id, &mut ws, &engine.config).await?;
         // PATCHED (chat cluster, vendor/README.md): a v4 session opened on a websocket runs its
-        // heartbeat in its writer task (`forward_to_socket`) instead of a task of its own.
+        // heartbeat in its writer task (`forward_to_socket`, since change 10 `serve_session`)
+        // instead of a task of its own.
         let writer_heartbeat = socket.protocol == ProtocolVersion::V4;
         if !writer_heartbeat {
             socket
@@ -204,31 +212,425 @@ where
     Ok(opened)
 }
 
-/// Serves an open websocket session until it closes: a task writes, this future reads.
-async fn serve_websocket<H: EngineIoHandler, S>(
-    engine: &Arc<EngineIo<H>>,
+/// Serves an open websocket session until it closes.
+/// PATCHED (chat cluster, vendor/README.md): in one future, which reads and writes the
+/// unsplit websocket ([`serve_session`]), instead of this future reading and a spawned task
+/// writing over the two halves of a split one. Not an `async fn`: an `async fn` keeps its
+/// arguments and the locals they are moved into side by side in its state, which would hold
+/// the websocket (about 300 bytes) twice for the connection's life.
+fn serve_websocket<'a, H: EngineIoHandler, S>(
+    engine: &'a Arc<EngineIo<H>>,
     socket: Arc<Socket<H::Data>>,
     ws: WebSocketStream<S>,
     writer_heartbeat: bool,
-) -> Result<(), Error>
+) -> impl Future<Output = ()> + 'a
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (tx, rx) = ws.split();
-
-    // The writer runs the heartbeat of a v4 session opened on this websocket; an upgraded
+    // This future runs the heartbeat of a v4 session opened on this websocket; an upgraded
     // session keeps the heartbeat task its polling transport started.
     let heartbeat =
         writer_heartbeat.then_some((engine.config.ping_interval, engine.config.ping_timeout));
-    // Pipe between websocket and internal socket channel.
-    tokio::spawn(forward_to_socket::<H, S>(socket.clone(), tx, heartbeat));
+    serve_session(engine, socket, ws, heartbeat)
+}
 
-    // pipe between internal socket channel and websocket
-    match forward_to_handler(engine, rx, &socket)
-        .with_cancellation_token(&socket.cancellation_token)
-        .await
-    {
-        Some(Err(ref e)) => {
+/// PATCHED (chat cluster, vendor/README.md): how many messages are read in a row, at most,
+/// while packets wait to be written: reading comes first in [`serve_session`], and this bounds
+/// how long a client that keeps sending holds back what it is sent.
+const READ_STREAK: u8 = 32;
+
+/// PATCHED (chat cluster, vendor/README.md): the branches of [`serve_session`] whose futures
+/// are polled with [`SideWake`]'s waker: the session's end and the websocket's next message
+/// ([`session_event`]), and the volatile packet.
+const SESSION: u8 = 1;
+const VOLATILE: u8 = 2;
+
+/// PATCHED (chat cluster, vendor/README.md): which of the side branches ([`SESSION`],
+/// [`VOLATILE`]) may have progressed since their futures were last polled. Those futures are
+/// polled with a waker of their own, which records the wake-up before it wakes the task, and
+/// only when it was woken. [`serve_session`]'s task wakes once per packet written and polls
+/// every branch then and before it sleeps again; polling these futures each time cost
+/// (`bash scripts/delivery-cost.sh product --callgrind`) about 1,400 instructions per packet
+/// for the websocket's read side (tungstenite's read, hyper's upgraded connection, tokio's
+/// readiness check under its lock) and about 300 for the session's end and the volatile packet
+/// (tokio-util's `cancelled()` takes a lock at each poll; `Notified` polls take another). A
+/// wake-up does not say which future it is for: it marks every side branch, and each is polled
+/// once. Rare wake-ups (a message read, the session's end, a volatile packet) thus poll all the
+/// side futures; the wake-ups of the queue and the timer poll none.
+struct SideWake {
+    pending: AtomicU8,
+    task: AtomicWaker,
+}
+
+impl Wake for SideWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.pending.store(SESSION | VOLATILE, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+impl SideWake {
+    /// Whether `branch`'s futures are to be polled, now that the task polls it; the task is
+    /// woken when they may progress.
+    fn take(&self, branch: u8, cx: &Context<'_>) -> bool {
+        self.task.register(cx.waker());
+        self.pending.fetch_and(!branch, Ordering::AcqRel) & branch != 0
+    }
+
+    /// `branch`'s futures are to be polled again without a wake-up: one was ready (the next one
+    /// may be too), or one was left unpolled.
+    fn keep(&self, branch: u8) {
+        self.pending.fetch_or(branch, Ordering::Release);
+    }
+}
+
+/// PATCHED (chat cluster, vendor/README.md): what the [`SESSION`] branch of
+/// [`serve_session`] found.
+enum SessionEvent {
+    /// The session is closed (its cancellation token).
+    Closed,
+    /// The websocket's next message, as `ws.next()` gives it.
+    Read(Option<Result<Message, tungstenite::Error>>),
+}
+
+/// PATCHED (chat cluster, vendor/README.md): the session's end, else the websocket's next
+/// message if `read`, polled with `waker` and only when [`SideWake`] says so. Cancel-safe: both
+/// futures keep their state where they are (`cancelled` pinned by the caller, the websocket's
+/// partial frames in the websocket). The end comes first: nothing is read once the session is
+/// closed, as the reading future stopped at it.
+fn session_event<'a, S>(
+    mut cancelled: std::pin::Pin<&'a mut WaitForCancellationFuture<'_>>,
+    ws: &'a mut WebSocketStream<S>,
+    read: bool,
+    wake: &'a SideWake,
+    waker: &'a Waker,
+) -> impl Future<Output = SessionEvent> + 'a
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    std::future::poll_fn(move |cx| {
+        if !wake.take(SESSION, cx) {
+            return Poll::Pending;
+        }
+        let mut side = Context::from_waker(waker);
+        if cancelled.as_mut().poll(&mut side).is_ready() {
+            return Poll::Ready(SessionEvent::Closed);
+        }
+        if !read {
+            // The websocket is read again when its turn comes back.
+            wake.keep(SESSION);
+            return Poll::Pending;
+        }
+        match ws.poll_next_unpin(&mut side) {
+            Poll::Ready(msg) => {
+                // More may be buffered already, with no wake-up to come for it.
+                wake.keep(SESSION);
+                Poll::Ready(SessionEvent::Read(msg))
+            }
+            // The websocket holds `waker`, which marks the branch when there is more to read.
+            Poll::Pending => Poll::Pending,
+        }
+    })
+}
+
+/// PATCHED (chat cluster, vendor/README.md): `next`'s output, polled with `waker` and only
+/// when [`SideWake`] says `branch` may have progressed. As cancel-safe as `next`.
+fn when_woken<'a, F: Future + Unpin + 'a>(
+    mut next: F,
+    branch: u8,
+    wake: &'a SideWake,
+    waker: &'a Waker,
+) -> impl Future<Output = F::Output> + 'a {
+    std::future::poll_fn(move |cx| {
+        if !wake.take(branch, cx) {
+            return Poll::Pending;
+        }
+        match std::pin::Pin::new(&mut next).poll(&mut Context::from_waker(waker)) {
+            Poll::Ready(output) => {
+                wake.keep(branch);
+                Poll::Ready(output)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    })
+}
+
+/// PATCHED (chat cluster, vendor/README.md): serves a websocket session in one task. It reads
+/// the websocket's messages and hands them to the session (as the reading future did), and
+/// writes the packets waiting in the session's send queue and its volatile packet (as the
+/// writer task did: all that is queued, then one flush), and runs the heartbeat of a v4 session
+/// opened on a websocket (change 4). Until the session closes; then what is queued is written,
+/// and the websocket flushed and closed.
+///
+/// One task instead of two per connection: no second task's allocation, no lock between the
+/// halves of a split websocket at every write and read, no second task woken at every read.
+/// Every branch of its `select!` is cancel-safe; the writes are awaited in the arms, never
+/// raced, so a write is never dropped half done. While a write waits for the client to read,
+/// this task reads nothing either: the client's messages wait in the connection's buffers (a
+/// client that stopped reading is cut off below engine.io, see `vendor/README.md` change 4).
+/// tungstenite sends its answers to a client's ping or close frame itself while reading, and
+/// does not need a read to write.
+///
+/// Not an `async fn`, so that the websocket is stored once in its state (see
+/// [`serve_websocket`]): the `async move` block uses what it captures in place.
+fn serve_session<H: EngineIoHandler, S>(
+    engine: &Arc<EngineIo<H>>,
+    socket: Arc<Socket<H::Data>>,
+    mut ws: WebSocketStream<S>,
+    heartbeat: Option<(Duration, Duration)>,
+) -> impl Future<Output = ()> + '_
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    async move {
+        let socket = &socket;
+        // Whether the websocket is still read: until it ends, fails or carries a close, or the
+        // session closes.
+        let mut reading = true;
+
+        // The futures that wait for the session's end and for a volatile packet live as long as
+        // the session, instead of one of each per wake-up (change 9). A `cancelled()` or
+        // `changed()` future registers in its notifier's waiter list when first polled and leaves
+        // it when dropped, two lock round trips per wake-up of a task woken once per packet.
+        let cancelled = socket.cancellation_token.cancelled();
+        tokio::pin!(cancelled);
+
+        // A polling request that was in progress during the upgrade may still hold the send
+        // queue's lock. Meanwhile the client's messages are read and handled, as the reading
+        // future did while its writer task waited: nothing is written before the lock is held, and
+        // what the handler queues meanwhile waits in the queue, in order.
+        let mut internal_rx = {
+            let lock = socket.internal_rx.lock();
+            tokio::pin!(lock);
+            loop {
+                tokio::select! {
+                    biased;
+                    () = &mut cancelled => {
+                        #[cfg(feature = "tracing")]
+                        tracing::debug!(
+                            sid = %socket.id,
+                            "session closed before starting the ws writer"
+                        );
+                        return;
+                    }
+                    internal_rx = &mut lock => break internal_rx,
+                    msg = ws.next(), if reading => reading = on_read(engine, socket, msg),
+                }
+            }
+        };
+        let InternalRx {
+            buffered_rx,
+            volatile_rx,
+            ..
+        } = &mut *internal_rx;
+
+        // Writes a list of queued packets to the websocket, without flushing it.
+        // It is declared as a macro rather than a closure to avoid ownership issues
+        // PATCHED (chat cluster, vendor/README.md): each packet becomes its websocket message
+        // without awaiting (`ws_message`) once the websocket is ready to take it, and the list is
+        // read in place (its packets cloned, a reference count each; a list shared by a broadcast
+        // was cloned whole before). Across the await the task's state holds the list's pointer and
+        // an index, instead of the list's iterator, a packet and its message (about 400 bytes,
+        // which made the largest state of the task).
+        macro_rules! write_packets {
+            ($packets:expr) => {
+                let packets: QueuedPackets = $packets;
+                for index in 0..packets.len() {
+                    let ready = std::future::poll_fn(|cx| ws.poll_ready_unpin(cx)).await;
+                    if let Some(message) = ws_message(packets[index].clone(), socket.protocol) {
+                        if let Err(_e) = ready.and_then(|()| ws.start_send_unpin(message)) {
+                            #[cfg(feature = "tracing")]
+                            tracing::debug!("[sid={}] error sending packet: {}", socket.id, _e);
+                        }
+                    }
+                }
+            };
+        }
+        // The websocket is flushed only when what was queued is written.
+        macro_rules! flush {
+            () => {
+                #[cfg(feature = "tracing")]
+                tracing::trace!(sid = %socket.id, "ws flush");
+                ws.flush().await.ok();
+            };
+        }
+
+        // PATCHED (chat cluster, vendor/README.md): the heartbeat of a v4 session, as
+        // `Socket::heartbeat_job_v4` runs it, on this task: a ping one interval after the start and
+        // one interval after the previous one, queued behind the packets before it (a full queue
+        // closes the session), and the session closed if no pong comes within the timeout. One
+        // task per connection instead of two saves about 1.3 KB per connection.
+        // The pongs are not awaited: they are taken (`take_heartbeat`) when the timer fires (the
+        // timeout, or the next ping's time if that comes first), so the pong receiver is not polled
+        // at every wake-up of the task, which is once per packet. The pings' schedule and the
+        // timeout are the same as if each pong were taken when it arrives.
+        let (ping_interval, ping_timeout) = heartbeat.unwrap_or_default();
+        let mut beating = heartbeat.is_some();
+        let mut ping_due = tokio::time::Instant::now() + ping_interval;
+        // While a pong is awaited: when the session times out without one.
+        let mut pong_deadline: Option<tokio::time::Instant> = None;
+        let heartbeat_timer = tokio::time::sleep_until(ping_due);
+        tokio::pin!(heartbeat_timer);
+
+        let volatile = futures_util::stream::unfold(volatile_rx.clone(), |mut rx| async move {
+            rx.changed().await.ok()?;
+            let packets = rx.borrow_and_update().clone();
+            Some((packets, rx))
+        })
+        .fuse();
+        tokio::pin!(volatile);
+
+        // Messages read since something else had its turn (`READ_STREAK`).
+        let mut read_streak: u8 = 0;
+        // Every side branch marked, so that its futures are polled (and hold `side_waker`) from
+        // the start.
+        let side_wake = Arc::new(SideWake {
+            pending: AtomicU8::new(SESSION | VOLATILE),
+            task: AtomicWaker::new(),
+        });
+        let side_waker = Waker::from(side_wake.clone());
+
+        // Until the session is cancelled (a closed queue, which cannot happen while this task
+        // holds its receiver, ends it too).
+        loop {
+            tokio::select! {
+                biased;
+                // The session's end and reading first: a pong that came is counted before the
+                // heartbeat below judges its timeout, also after a long write, and a busy queue
+                // does not hold reading back.
+                event = session_event(
+                    cancelled.as_mut(),
+                    &mut ws,
+                    reading && read_streak < READ_STREAK,
+                    &side_wake,
+                    &side_waker,
+                ) => match event {
+                    // What was queued before the end (such as the close packet of
+                    // `Socket::close`) is still written, as when the queue came before the end.
+                    SessionEvent::Closed => {
+                        while let Ok(packets) = buffered_rx.try_recv() {
+                            write_packets!(packets);
+                        }
+                        break;
+                    }
+                    SessionEvent::Read(msg) => {
+                        read_streak += 1;
+                        reading = on_read(engine, socket, msg);
+                    }
+                },
+                // The heartbeat before the queue (PATCHED, see above), so that a busy task still
+                // pings.
+                () = &mut heartbeat_timer, if beating => {
+                    read_streak = 0;
+                    let now = tokio::time::Instant::now();
+                    let pong = socket.take_heartbeat();
+                    match pong_deadline {
+                        Some(_) if pong => {
+                            #[cfg(feature = "tracing")]
+                            tracing::trace!(sid = ?socket.id, "pong received");
+                            pong_deadline = None;
+                            ping_due += ping_interval;
+                            heartbeat_timer.as_mut().reset(ping_due);
+                        }
+                        // The next ping's time came before the timeout: wait on for the pong.
+                        Some(deadline) if now < deadline => {
+                            heartbeat_timer.as_mut().reset(deadline);
+                        }
+                        Some(_) => {
+                            #[cfg(feature = "tracing")]
+                            tracing::debug!(sid = ?socket.id, "heartbeat timeout");
+                            beating = false;
+                            // Queues a close packet and cancels the session, which ends this loop.
+                            socket.close(DisconnectReason::HeartbeatTimeout);
+                        }
+                        // Time to ping; a pong before it (some clients send one first) was
+                        // taken above and is ignored.
+                        None => {
+                            let queued = socket
+                                .internal_tx
+                                .try_send(Arc::new(smallvec![Packet::Ping]))
+                                .is_ok();
+                            if queued {
+                                #[cfg(feature = "tracing")]
+                                tracing::trace!(sid = ?socket.id, "emitting ping");
+                                let deadline = now + ping_timeout;
+                                pong_deadline = Some(deadline);
+                                heartbeat_timer
+                                    .as_mut()
+                                    .reset(deadline.min(ping_due + ping_interval));
+                            } else {
+                                #[cfg(feature = "tracing")]
+                                tracing::debug!(sid = ?socket.id, "heartbeat timeout");
+                                beating = false;
+                                socket.close(DisconnectReason::HeartbeatTimeout);
+                            }
+                        }
+                    }
+                },
+                items = buffered_rx.recv() => {
+                    read_streak = 0;
+                    match items {
+                        Some(packets) => {
+                            write_packets!(packets);
+                            while let Ok(packets) = buffered_rx.try_recv() {
+                                write_packets!(packets);
+                            }
+                            flush!();
+                        }
+                        None => break
+                    }
+                }
+                Some(val) = when_woken(volatile.next(), VOLATILE, &side_wake, &side_waker) => {
+                    read_streak = 0;
+                    if let Some(packets) = val {
+                        #[cfg(feature = "tracing")]
+                        tracing::debug!(
+                            sid = ?socket.id,
+                            "ws volatile flush: {} packets",
+                            packets.len()
+                        );
+                        write_packets!(packets);
+                        flush!();
+                    }
+                },
+                // After a streak of reads, when nothing else was ready: reading goes on.
+                () = std::future::ready(()), if read_streak >= READ_STREAK => read_streak = 0,
+            }
+        }
+
+        #[cfg(feature = "tracing")]
+        tracing::trace!(sid = %socket.id, "ws closing flush");
+
+        ws.flush().await.ok();
+        // The sink's close (a close frame unless one was sent, then a flush), as the split
+        // half did.
+        SinkExt::close(&mut ws).await.ok();
+    }
+}
+
+/// PATCHED (chat cluster, vendor/README.md): hands what was read from the websocket to the
+/// session, as the reading future did, and says whether to read on. When reading is over (the
+/// websocket ended, failed, or carried a close or a bad packet), the session is closed for
+/// that reason.
+fn on_read<H: EngineIoHandler>(
+    engine: &Arc<EngineIo<H>>,
+    socket: &Arc<Socket<H::Data>>,
+    msg: Option<Result<Message, tungstenite::Error>>,
+) -> bool {
+    let read = match msg {
+        Some(Ok(msg)) => match on_message(engine, socket, msg) {
+            Ok(ControlFlow::Continue(())) => return true,
+            Ok(ControlFlow::Break(())) => Ok(()),
+            Err(e) => Err(e),
+        },
+        Some(Err(e)) => Err(Error::from(e)),
+        None => Ok(()),
+    };
+    match read {
+        Err(ref e) => {
             crate::probe::on_read_error(e); // PATCHED (chat cluster, vendor/README.md): metrics.
             let reason =
                 Option::<DisconnectReason>::from(e).unwrap_or(DisconnectReason::TransportError);
@@ -237,238 +639,66 @@ where
             tracing::debug!("error when handling packet: {:?}", e);
             engine.close_session(socket.id, reason);
         }
-        Some(Ok(())) => {
+        Ok(()) => {
             #[cfg(feature = "tracing")]
             tracing::debug!(sid = %socket.id, "ws transport was closed");
             engine.close_session(socket.id, DisconnectReason::TransportClose);
         }
-        None => {
-            #[cfg(feature = "tracing")]
-            tracing::debug!(sid = %socket.id, "socket is closing");
-        }
     }
-    Ok(())
+    false
 }
 
-/// Forwards all packets received from a websocket to a EngineIo [`Socket`]
-async fn forward_to_handler<H: EngineIoHandler, S>(
+/// Forwards a message received from a websocket to a EngineIo [`Socket`]
+/// PATCHED (chat cluster, vendor/README.md): one message, from [`on_read`]; the loop of
+/// `forward_to_handler` became [`serve_session`]'s reading branch.
+fn on_message<H: EngineIoHandler>(
     engine: &Arc<EngineIo<H>>,
-    mut rx: SplitStream<WebSocketStream<S>>,
     socket: &Arc<Socket<H::Data>>,
-) -> Result<(), Error>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    while let Some(msg) = rx.try_next().await? {
-        match msg {
-            Message::Text(msg) => match Packet::parse(socket.protocol, ws_bytes_to_str(msg))? {
-                Packet::Close => {
-                    #[cfg(feature = "tracing")]
-                    tracing::debug!("[sid={}] closing session", socket.id);
-                    engine.close_session(socket.id, DisconnectReason::TransportClose);
-                    break;
-                }
-                Packet::Pong | Packet::Ping => {
-                    socket.on_heartbeat(); // PATCHED (chat cluster, vendor/README.md)
-                    Ok::<(), Error>(())
-                }
-                Packet::Message(msg) => {
-                    // PATCHED (chat cluster, vendor/README.md): the first-message guard.
-                    if crate::guard::pass(socket, crate::guard::FirstMessage::Text(&msg)) {
-                        engine.handler.on_message(msg, socket.clone());
-                    }
-                    Ok(())
-                }
-                p => return Err(Error::BadPacket(p)),
-            },
-            Message::Binary(mut data) => {
-                if socket.protocol == ProtocolVersion::V3 && !data.is_empty() {
-                    // The first byte is the message type, which we don't need.
-                    data = data.split_off(1);
-                }
-                // PATCHED (chat cluster, vendor/README.md): the first-message guard.
-                if crate::guard::pass(socket, crate::guard::FirstMessage::Binary(&data)) {
-                    engine.handler.on_binary(data, socket.clone());
-                }
-                Ok(())
-            }
-            Message::Close(_) => {
+    msg: Message,
+) -> Result<ControlFlow<()>, Error> {
+    match msg {
+        Message::Text(msg) => match Packet::parse(socket.protocol, ws_bytes_to_str(msg))? {
+            Packet::Close => {
                 #[cfg(feature = "tracing")]
-                tracing::debug!("websocket closed, closing session");
+                tracing::debug!("[sid={}] closing session", socket.id);
                 engine.close_session(socket.id, DisconnectReason::TransportClose);
-                break;
+                return Ok(ControlFlow::Break(()));
             }
-            _ => {
-                #[cfg(feature = "tracing")]
-                tracing::debug!(sid = ?socket.id, "unexpected ws message");
-                Ok(())
+            Packet::Pong | Packet::Ping => {
+                socket.on_heartbeat(); // PATCHED (chat cluster, vendor/README.md)
             }
-        }?
-    }
-    Ok(())
-}
-
-/// Forwards all packets waiting to be sent to the websocket
-///
-/// The websocket stream is flushed only when the internal channel is drained
-async fn forward_to_socket<H: EngineIoHandler, S>(
-    socket: Arc<Socket<H::Data>>,
-    mut tx: SplitSink<WebSocketStream<S>, Message>,
-    heartbeat: Option<(Duration, Duration)>,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    // A polling request that was in progress during the upgrade may still hold the lock.
-    let lock = socket.internal_rx.lock();
-    let Some(mut internal_rx) = lock
-        .with_cancellation_token(&socket.cancellation_token)
-        .await
-    else {
-        #[cfg(feature = "tracing")]
-        tracing::debug!(sid = %socket.id, "session closed before starting the ws writer");
-        return;
-    };
-    let InternalRx {
-        buffered_rx,
-        volatile_rx,
-        ..
-    } = &mut *internal_rx;
-
-    // map a packet to a websocket message
-    // It is declared as a macro rather than a closure to avoid ownership issues
-    // PATCHED (chat cluster, vendor/README.md): the packet becomes its websocket message
-    // without awaiting (`ws_message`), and one `feed` awaits per call site, so the task's state
-    // holds one pending message instead of one per kind of packet.
-    macro_rules! map_fn {
-        ($item:ident) => {
-            if let Some(message) = ws_message($item, socket.protocol) {
-                if let Err(_e) = tx.feed(message).await {
-                    #[cfg(feature = "tracing")]
-                    tracing::debug!("[sid={}] error sending packet: {}", socket.id, _e);
+            Packet::Message(msg) => {
+                // PATCHED (chat cluster, vendor/README.md): the first-message guard.
+                if crate::guard::pass(socket, crate::guard::FirstMessage::Text(&msg)) {
+                    engine.handler.on_message(msg, socket.clone());
                 }
             }
-        };
-    }
-
-    // PATCHED (chat cluster, vendor/README.md): the heartbeat of a v4 session, as
-    // `Socket::heartbeat_job_v4` runs it, on this task: a ping one interval after the start and
-    // one interval after the previous one, queued behind the packets before it (a full queue
-    // closes the session), and the session closed if no pong comes within the timeout. One
-    // task per connection instead of two saves about 1.3 KB per connection.
-    // The pongs are not awaited: they are taken (`take_heartbeat`) when the timer fires (the
-    // timeout, or the next ping's time if that comes first), so the pong receiver is not polled
-    // at every wake-up of the writer, which is once per packet. The pings' schedule and the
-    // timeout are the same as if each pong were taken when it arrives.
-    let (ping_interval, ping_timeout) = heartbeat.unwrap_or_default();
-    let mut beating = heartbeat.is_some();
-    let mut ping_due = tokio::time::Instant::now() + ping_interval;
-    // While a pong is awaited: when the session times out without one.
-    let mut pong_deadline: Option<tokio::time::Instant> = None;
-    let heartbeat_timer = tokio::time::sleep_until(ping_due);
-    tokio::pin!(heartbeat_timer);
-
-    // PATCHED (chat cluster, vendor/README.md): the futures that wait for the session's end and
-    // for a volatile packet live as long as the loop, instead of one of each per wake-up. A
-    // `cancelled()` or `changed()` future registers in its notifier's waiter list when first
-    // polled and leaves it when dropped, two lock round trips per wake-up of a writer woken
-    // once per packet.
-    let cancelled = socket.cancellation_token.cancelled();
-    tokio::pin!(cancelled);
-    let volatile = futures_util::stream::unfold(volatile_rx.clone(), |mut rx| async move {
-        rx.changed().await.ok()?;
-        let packets = rx.borrow_and_update().clone();
-        Some((packets, rx))
-    })
-    .fuse();
-    tokio::pin!(volatile);
-
-    // Forward buffered packets until the channel is closed or the session is cancelled.
-    loop {
-        tokio::select! {
-            biased;
-            // The heartbeat first (PATCHED, see above), so that a busy writer still pings.
-            () = &mut heartbeat_timer, if beating => {
-                let now = tokio::time::Instant::now();
-                let pong = socket.take_heartbeat();
-                match pong_deadline {
-                    Some(_) if pong => {
-                        #[cfg(feature = "tracing")]
-                        tracing::trace!(sid = ?socket.id, "pong received");
-                        pong_deadline = None;
-                        ping_due += ping_interval;
-                        heartbeat_timer.as_mut().reset(ping_due);
-                    }
-                    // The next ping's time came before the timeout: wait on for the pong.
-                    Some(deadline) if now < deadline => heartbeat_timer.as_mut().reset(deadline),
-                    Some(_) => {
-                        #[cfg(feature = "tracing")]
-                        tracing::debug!(sid = ?socket.id, "heartbeat timeout");
-                        beating = false;
-                        // Queues a close packet and cancels the session, which ends this loop.
-                        socket.close(DisconnectReason::HeartbeatTimeout);
-                    }
-                    // Time to ping; a pong before it (some clients send one first) was
-                    // taken above and is ignored.
-                    None => {
-                        let queued = socket
-                            .internal_tx
-                            .try_send(Arc::new(smallvec![Packet::Ping]))
-                            .is_ok();
-                        if queued {
-                            #[cfg(feature = "tracing")]
-                            tracing::trace!(sid = ?socket.id, "emitting ping");
-                            let deadline = now + ping_timeout;
-                            pong_deadline = Some(deadline);
-                            heartbeat_timer
-                                .as_mut()
-                                .reset(deadline.min(ping_due + ping_interval));
-                        } else {
-                            #[cfg(feature = "tracing")]
-                            tracing::debug!(sid = ?socket.id, "heartbeat timeout");
-                            beating = false;
-                            socket.close(DisconnectReason::HeartbeatTimeout);
-                        }
-                    }
-                }
-            },
-            items = buffered_rx.recv() => {
-                match items {
-                    Some(packets) => {
-                        for item in Arc::unwrap_or_clone(packets) {
-                            map_fn!(item);
-                        }
-                        while let Ok(packets) = buffered_rx.try_recv() {
-                            for item in Arc::unwrap_or_clone(packets) {
-                                map_fn!(item);
-                            }
-                        }
-                    }
-                    None => break
-                }
+            p => return Err(Error::BadPacket(p)),
+        },
+        Message::Binary(mut data) => {
+            if socket.protocol == ProtocolVersion::V3 && !data.is_empty() {
+                // The first byte is the message type, which we don't need.
+                data = data.split_off(1);
             }
-            _ = &mut cancelled => break,
-            Some(val) = volatile.next() => {
-                if let Some(packets) = val {
-                    #[cfg(feature = "tracing")]
-                    tracing::debug!(sid = ?socket.id, "ws volatile flush: {} packets", packets.len());
-                    for item in Arc::unwrap_or_clone(packets) {
-                        map_fn!(item);
-                    }
-                }
-            },
+            // PATCHED (chat cluster, vendor/README.md): the first-message guard.
+            if crate::guard::pass(socket, crate::guard::FirstMessage::Binary(&data)) {
+                engine.handler.on_binary(data, socket.clone());
+            }
         }
-
-        #[cfg(feature = "tracing")]
-        tracing::trace!(sid = %socket.id, "ws flush");
-        tx.flush().await.ok();
+        Message::Close(_) => {
+            #[cfg(feature = "tracing")]
+            tracing::debug!("websocket closed, closing session");
+            engine.close_session(socket.id, DisconnectReason::TransportClose);
+            return Ok(ControlFlow::Break(()));
+        }
+        _ => {
+            #[cfg(feature = "tracing")]
+            tracing::debug!(sid = ?socket.id, "unexpected ws message");
+        }
     }
-
-    #[cfg(feature = "tracing")]
-    tracing::trace!(sid = %socket.id, "ws closing flush");
-
-    tx.flush().await.ok();
-    tx.close().await.ok();
+    Ok(ControlFlow::Continue(()))
 }
+
 /// PATCHED (chat cluster, vendor/README.md): the websocket message that carries `packet`, or
 /// nothing for a Noop (a server may queue one to end a polling request during an upgrade; if no
 /// poll took it, it is dropped here).
@@ -653,7 +883,7 @@ mod tests {
 
     const TIMEOUT: Duration = Duration::from_secs(1);
 
-    #[derive(Debug)]
+    #[derive(Debug, Default)]
     struct StubHandler;
     impl EngineIoHandler for StubHandler {
         type Data = ();
@@ -709,17 +939,12 @@ mod tests {
     async fn writer_heartbeat_takes_pongs_and_times_out_without_them() {
         let (socket, closed) = recording_socket();
         let (server, mut client) = ws_pair().await;
-        let (tx, _rx) = server.split();
         let interval = Duration::from_millis(40);
         let timeout = Duration::from_millis(120);
         // A pong before any ping.
         socket.on_heartbeat();
         let started = tokio::time::Instant::now();
-        tokio::spawn(forward_to_socket::<StubHandler, _>(
-            socket.clone(),
-            tx,
-            Some((interval, timeout)),
-        ));
+        serve::<StubHandler>(&socket, server, Some((interval, timeout)));
         for _ in 0..4 {
             assert_eq!(next_text(&mut client).await, Message::text("2"));
             socket.on_heartbeat(); // the client's pong, as the reader hands it over
@@ -766,6 +991,20 @@ mod tests {
         assert_eq!(text_message(first).as_str(), "42[\"message\",\"a\"]");
     }
 
+    /// Serves `socket` on `ws` as a session of an engine that does not hold it.
+    fn serve<H: EngineIoHandler<Data = ()> + Default>(
+        socket: &Arc<Socket<()>>,
+        ws: WebSocketStream<DuplexStream>,
+        heartbeat: Option<(Duration, Duration)>,
+    ) -> tokio::task::JoinHandle<()> {
+        let engine = Arc::new(EngineIo::new(
+            Arc::new(H::default()),
+            EngineIoConfig::default(),
+        ));
+        let socket = socket.clone();
+        tokio::spawn(async move { serve_session(&engine, socket, ws, heartbeat).await })
+    }
+
     async fn ws_pair() -> (WebSocketStream<DuplexStream>, WebSocketStream<DuplexStream>) {
         let (server, client) = tokio::io::duplex(1024);
         (
@@ -774,21 +1013,153 @@ mod tests {
         )
     }
 
+    /// Records, for each message it is handed, how many packets its socket had queued.
+    #[derive(Debug, Default)]
+    struct QueueHandler(std::sync::Mutex<Vec<usize>>);
+    impl EngineIoHandler for QueueHandler {
+        type Data = ();
+        fn on_connect(self: Arc<Self>, _: Arc<Socket<()>>) {}
+        fn on_disconnect(&self, _: Arc<Socket<()>>, _: DisconnectReason) {}
+        fn on_message(self: &Arc<Self>, _: Str, socket: Arc<Socket<()>>) {
+            let queued = socket.internal_tx.max_capacity() - socket.internal_tx.capacity();
+            self.0.lock().unwrap().push(queued);
+        }
+        fn on_binary(self: &Arc<Self>, _: Bytes, _: Arc<Socket<()>>) {}
+    }
+
+    /// PATCHED (chat cluster, vendor/README.md change 10): reading comes first, but a client
+    /// that keeps sending does not hold back what it is sent: after `READ_STREAK` messages the
+    /// queue has its turn.
+    #[tokio::test]
+    async fn a_client_that_keeps_sending_does_not_hold_back_what_it_is_sent() {
+        let socket = socket();
+        let (server, client) = tokio::io::duplex(64 * 1024);
+        let server = WebSocketStream::from_raw_socket(server, Role::Server, None).await;
+        let mut client = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
+        for i in 0..100 {
+            client.feed(Message::text(format!("4m{i}"))).await.unwrap();
+        }
+        client.flush().await.unwrap();
+        socket.emit(Str::from("hello")).unwrap();
+
+        let engine = Arc::new(EngineIo::new(
+            Arc::new(QueueHandler::default()),
+            EngineIoConfig::default(),
+        ));
+        let serving = engine.clone();
+        let served = socket.clone();
+        tokio::spawn(async move { serve_session(&serving, served, server, None).await });
+        assert_eq!(next_text(&mut client).await, Message::text("4hello"));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+
+        let queued = engine.handler.0.lock().unwrap().clone();
+        assert_eq!(queued.len(), 100, "every message is handled");
+        let streak = usize::from(READ_STREAK);
+        assert!(queued[..streak].iter().all(|&n| n == 1), "{queued:?}");
+        assert!(queued[streak..].iter().all(|&n| n == 0), "{queued:?}");
+    }
+
+    /// PATCHED (chat cluster, vendor/README.md change 10): a client's close frame closes the
+    /// session, and the task ends after answering it.
+    #[tokio::test]
+    async fn a_close_frame_closes_the_session_and_ends_the_task() {
+        let engine = Arc::new(EngineIo::new(
+            Arc::new(StubHandler),
+            EngineIoConfig::default(),
+        ));
+        let socket = engine.create_session(
+            ProtocolVersion::V4,
+            TransportType::Websocket,
+            Request::<()>::default().into_parts().0,
+            false,
+        );
+        let (server, mut client) = ws_pair().await;
+        let (serving, served) = (engine.clone(), socket.clone());
+        let task =
+            tokio::spawn(async move { serve_session(&serving, served, server, None).await });
+
+        client.close(None).await.unwrap();
+        tokio::time::timeout(TIMEOUT, task)
+            .await
+            .expect("the task should end")
+            .unwrap();
+        assert!(engine.get_socket(socket.id).is_none(), "the session is closed");
+        assert!(socket.cancellation_token.is_cancelled());
+        assert!(matches!(client.next().await, Some(Ok(Message::Close(_))) | None));
+    }
+
+    /// PATCHED (chat cluster, vendor/README.md change 10): a session closed by the server
+    /// writes what was queued before the close, its close packet last, then the close frame.
+    #[tokio::test]
+    async fn a_closed_session_writes_what_was_queued_then_closes() {
+        let engine = Arc::new(EngineIo::new(
+            Arc::new(StubHandler),
+            EngineIoConfig::default(),
+        ));
+        let socket = engine.create_session(
+            ProtocolVersion::V4,
+            TransportType::Websocket,
+            Request::<()>::default().into_parts().0,
+            false,
+        );
+        let (server, mut client) = ws_pair().await;
+        let (serving, served) = (engine.clone(), socket.clone());
+        let task =
+            tokio::spawn(async move { serve_session(&serving, served, server, None).await });
+
+        // The task holds the queue (a session closed before does not start writing).
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        socket.emit(Str::from("a")).unwrap();
+        socket.emit(Str::from("b")).unwrap();
+        socket.close(DisconnectReason::TransportError);
+        assert_eq!(next_text(&mut client).await, Message::text("4a"));
+        assert_eq!(next_text(&mut client).await, Message::text("4b"));
+        assert_eq!(next_text(&mut client).await, Message::text("1"));
+        assert!(matches!(next_text(&mut client).await, Message::Close(_)));
+        tokio::time::timeout(TIMEOUT, task)
+            .await
+            .expect("the task should end")
+            .unwrap();
+    }
+
+    /// PATCHED (chat cluster, vendor/README.md change 10): the side branches' futures are
+    /// polled only when their own waker fired; it must fire for each of them. An idle
+    /// session's end, with nothing queued, ends the task; a volatile packet is written.
+    #[tokio::test]
+    async fn the_side_branches_wake_the_task() {
+        let socket = socket();
+        let (server, mut client) = ws_pair().await;
+        let task = serve::<StubHandler>(&socket, server, None);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+
+        assert!(socket.emit_volatile("fleeting"));
+        assert_eq!(next_text(&mut client).await, Message::text("4fleeting"));
+        socket.emit(Str::from("kept")).unwrap();
+        assert_eq!(next_text(&mut client).await, Message::text("4kept"));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!task.is_finished());
+
+        socket.cancellation_token.cancel();
+        tokio::time::timeout(TIMEOUT, task)
+            .await
+            .expect("the task should end with the session")
+            .unwrap();
+        assert!(matches!(next_text(&mut client).await, Message::Close(_)));
+    }
+
     /// A polling request can still hold the lock at the end of an upgrade.
     #[tokio::test]
     async fn writer_waits_for_the_lock_of_a_polling_request() {
         let socket = socket();
         let (server, mut client) = ws_pair().await;
-        let (tx, _rx) = server.split();
 
         let polling = socket.internal_rx.lock().await;
-        let writer = tokio::spawn(forward_to_socket::<StubHandler, _>(
-            socket.clone(),
-            tx,
-            None,
-        ));
+        let writer = serve::<StubHandler>(&socket, server, None);
+        // Meanwhile the client's messages are read: its pong is counted.
+        client.send(Message::text("3")).await.unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!writer.is_finished(), "the writer should wait for the lock");
+        assert!(socket.take_heartbeat(), "reading goes on while waiting");
 
         drop(polling);
         socket.emit(Str::from("hello")).unwrap();
@@ -804,14 +1175,9 @@ mod tests {
     async fn writer_waiting_for_the_lock_stops_with_the_session() {
         let socket = socket();
         let (server, _client) = ws_pair().await;
-        let (tx, _rx) = server.split();
 
         let _polling = socket.internal_rx.lock().await;
-        let writer = tokio::spawn(forward_to_socket::<StubHandler, _>(
-            socket.clone(),
-            tx,
-            None,
-        ));
+        let writer = serve::<StubHandler>(&socket, server, None);
         tokio::time::sleep(Duration::from_millis(20)).await;
 
         socket.cancellation_token.cancel();
