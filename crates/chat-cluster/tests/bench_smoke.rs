@@ -59,13 +59,15 @@ fn assert_delivered(deliveries: &fanout::Deliveries, members: u64) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fanout_accounts_for_every_delivery() {
-    let redis = Redis::start();
-    let supervisor = Supervisor::start(2, &redis.url());
-    ready(&supervisor);
-    let report = fanout::run(fanout::FanoutConfig {
-        targets: worker_targets(&supervisor),
+/// 40 clients of the supervisor's two workers in 4 rooms, 8 senders at 5/s for a second, after
+/// the join burst; `history_size`: the workers' `--history-size`.
+fn smoke_fanout(
+    supervisor: &Supervisor,
+    room_prefix: &str,
+    history_size: usize,
+) -> fanout::FanoutConfig {
+    fanout::FanoutConfig {
+        targets: worker_targets(supervisor),
         clients: 40,
         rooms: 4,
         senders: 8,
@@ -73,16 +75,24 @@ async fn fanout_accounts_for_every_delivery() {
         duration: Duration::from_secs(1),
         drain: Duration::from_secs(3),
         sources: loopback_sources(4),
-        room_prefix: "smoke-".into(),
+        room_prefix: room_prefix.into(),
         server_pids: Vec::new(),
         redis_pids: Vec::new(),
         raw: false,
         aligned: false,
         local_rooms: false,
-        history_size: 50,
-    })
-    .await
-    .expect("fanout runs");
+        history_size,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_accounts_for_every_delivery() {
+    let redis = Redis::start();
+    let supervisor = Supervisor::start(2, &redis.url());
+    ready(&supervisor);
+    let report = fanout::run(smoke_fanout(&supervisor, "smoke-", 50))
+        .await
+        .expect("fanout runs");
     assert_accounted(&report, 40, 10);
     assert_joins_accounted(&report);
     assert_eq!(report.joins.joins_lost, 0, "{:?}", report.joins);
@@ -97,25 +107,9 @@ async fn joins_before_a_member_own_are_not_lost_without_history() {
     let redis = Redis::start();
     let supervisor = Supervisor::start_with(2, &redis.url(), &["--history-size", "0"]);
     ready(&supervisor);
-    let report = fanout::run(fanout::FanoutConfig {
-        targets: worker_targets(&supervisor),
-        clients: 40,
-        rooms: 4,
-        senders: 8,
-        rate: 5.0,
-        duration: Duration::from_secs(1),
-        drain: Duration::from_secs(3),
-        sources: loopback_sources(4),
-        room_prefix: "smoke-nohistory-".into(),
-        server_pids: Vec::new(),
-        redis_pids: Vec::new(),
-        raw: false,
-        aligned: false,
-        local_rooms: false,
-        history_size: 0,
-    })
-    .await
-    .expect("fanout runs");
+    let report = fanout::run(smoke_fanout(&supervisor, "smoke-nohistory-", 0))
+        .await
+        .expect("fanout runs");
     assert_accounted(&report, 40, 10);
     assert_joins_accounted(&report);
     // Every member but one per room missed some joins, which is what history-off means.
