@@ -405,11 +405,12 @@ export async function startCluster({ workers = 2, redisUrl, extraArgs = [], env 
       }),
     ]),
   );
-  // Serving starts before the Redis bus connects; tests about rooms across workers need both.
+  // Serving starts before Redis connects; tests about rooms across workers, logins and direct
+  // messages need the bus and the store connected.
   await setupStep(
     Promise.race([
       died,
-      until("every worker's /ready (Redis bus connected)", async () => {
+      until("every worker's /ready (Redis bus and store connected)", async () => {
         const answers = await Promise.all(cluster.ports.map((p) => fetch(`http://127.0.0.1:${p}/ready`)));
         return answers.every((a) => a.status === 200);
       }),

@@ -53,12 +53,17 @@ async fn monitor() -> &'static str {
 /// Readiness: 200 while the Redis bus is connected; 503 while it is not, because then rooms
 /// spanning workers are cut (local rooms still work).
 async fn ready(node: Arc<Node>) -> impl IntoResponse {
-    if node.bus_connected() {
-        (StatusCode::OK, "ready")
-    } else {
+    if !node.bus_connected() {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             "degraded: redis bus disconnected",
         )
+    } else if !node.store_connected() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "degraded: redis store disconnected",
+        )
+    } else {
+        (StatusCode::OK, "ready")
     }
 }

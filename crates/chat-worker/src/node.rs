@@ -109,6 +109,9 @@ pub struct Node {
     authenticator: Authenticator,
     limits: Limits,
     rate: RateLimit,
+    /// The store's connection (`None` without Redis), for readiness: logins, direct messages
+    /// and room joins run their scripts on it.
+    store_client: Option<fred::prelude::Client>,
     connects: AtomicU64,
     disconnects: AtomicU64,
 }
@@ -125,6 +128,7 @@ impl Node {
         authenticator: Authenticator,
         limits: Limits,
         rate: RateLimit,
+        store_client: Option<fred::prelude::Client>,
     ) -> Self {
         Self {
             hub,
@@ -135,6 +139,7 @@ impl Node {
             authenticator,
             limits,
             rate,
+            store_client,
             connects: AtomicU64::new(0),
             disconnects: AtomicU64::new(0),
         }
@@ -710,6 +715,14 @@ impl Node {
 
     pub fn bus_connected(&self) -> bool {
         self.bus.is_connected()
+    }
+
+    /// Whether the store's connection is up (on a Redis Cluster: with the cluster's slots
+    /// known); true without Redis.
+    pub fn store_connected(&self) -> bool {
+        self.store_client
+            .as_ref()
+            .is_none_or(fred::prelude::ClientLike::is_connected)
     }
 }
 

@@ -279,6 +279,7 @@ fn assemble(
         BusKind::Memory(broker) => (broker.bus(Arc::clone(&hub), inbound), None),
     };
     rooms.set_bus(Arc::clone(&bus));
+    let store_client = store.as_ref().map(|store| store.client().clone());
     let unread = store
         .as_ref()
         .map(|store| Unread::new(store.clone(), &settings.push));
@@ -330,6 +331,7 @@ fn assemble(
         authenticator,
         settings.limits(),
         settings.rate_limit(),
+        store_client,
     ));
     let api = Arc::new(ApiState {
         key: api_key,
