@@ -100,7 +100,10 @@ impl<H: EngineIoHandler> EngineIo<H> {
             // channel so that `Socket::closed` resolves and no more packets can be buffered.
             // When no transport holds the lock (e.g. polling between requests) this resolves
             // immediately.
-            socket.internal_rx.lock().await.buffered_rx.close();
+            // PATCHED (chat cluster, vendor/README.md change 11): the queue is the socket's own.
+            let reading = socket.internal_rx.lock().await;
+            socket.queue.close();
+            drop(reading);
 
             #[cfg(feature = "tracing")]
             tracing::debug!(sid = %socket.id, "session closed, notifying handler");

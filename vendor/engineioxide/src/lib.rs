@@ -28,4 +28,6 @@ pub mod sid {
 mod body;
 mod engine;
 mod errors;
+// PATCHED (chat cluster, vendor/README.md change 11): the send queue.
+mod queue;
 mod transport;

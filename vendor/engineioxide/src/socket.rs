@@ -70,11 +70,9 @@ use engineioxide_core::{Packet, PacketBuf, ProtocolVersion, Str, TransportType};
 use futures_util::FutureExt;
 use http::request::Parts;
 use smallvec::{SmallVec, smallvec};
-use tokio::sync::{
-    Mutex, Notify,
-    mpsc::{self, Receiver, error::TrySendError},
-    watch,
-};
+use tokio::sync::{Mutex, Notify, mpsc::error::TrySendError};
+
+use crate::queue::{self, SendQueue};
 
 pub use engineioxide_core::Sid;
 use tokio_util::sync::CancellationToken;
@@ -137,7 +135,7 @@ impl SharedMessage {
 /// A permit to emit a message to the client.
 /// A permit holds a place in the internal channel to send one packet to the client.
 pub struct Permit<'a> {
-    inner: mpsc::Permit<'a, QueuedPackets>,
+    inner: queue::Permit<'a>,
 }
 impl Permit<'_> {
     /// Consume the permit and emit a message to the client.
@@ -187,24 +185,13 @@ impl Permit<'_> {
     }
 }
 
-#[derive(Debug)]
+/// The socket's reading rights (`Socket::internal_rx`): its holder reads the send queue
+/// (`Socket::queue`).
+#[derive(Debug, Default)]
 pub(crate) struct InternalRx {
-    pub buffered_rx: Receiver<QueuedPackets>,
-    pub peeked_packet: Option<PacketBuf>,
-    pub volatile_rx: watch::Receiver<Option<QueuedPackets>>,
-}
-
-impl InternalRx {
-    fn new(
-        buffered_rx: Receiver<QueuedPackets>,
-        volatile_rx: watch::Receiver<Option<QueuedPackets>>,
-    ) -> Self {
-        Self {
-            buffered_rx,
-            peeked_packet: None,
-            volatile_rx,
-        }
-    }
+    /// PATCHED (chat cluster, vendor/README.md change 11): boxed, so that the packets a polling
+    /// response left out take no room in every socket, polling or not (168 bytes inline).
+    pub peeked_packet: Option<Box<PacketBuf>>,
 }
 
 /// A [`Socket`] represents a client connection to the server.
@@ -237,9 +224,7 @@ where
     /// guard ([`crate::guard`]) already.
     pub(crate) first_message_seen: AtomicBool,
 
-    /// Channel to send [`PacketBuf`] to the connection
-    ///
-    /// It is used and managed by the [`EngineIo`](crate::engine) struct depending on the transport type
+    /// The right to read [`Socket::queue`], and what a polling response left out.
     ///
     /// It is locked if [`EngineIo`](crate::engine) is currently reading from it :
     /// * In case of polling transport it will be locked and released for each request
@@ -247,16 +232,14 @@ where
     ///
     /// Closing behavior is driven by the [`Socket::cancellation_token`].
     ///
-    /// The channel is made of a [`SmallVec`] of [`Packet`]s so that adjacent packets can be sent atomically.
+    /// The queue is made of [`SmallVec`]s of [`Packet`]s so that adjacent packets can be sent atomically.
     pub(crate) internal_rx: Mutex<InternalRx>,
 
-    /// Channel to send [PacketBuf] to the internal connection
-    pub(crate) internal_tx: mpsc::Sender<QueuedPackets>,
-
-    /// Channel to send volatile [PacketBuf]s that bypass the internal buffer.
-    /// Uses a [`watch`](tokio::sync::watch) channel so only the latest volatile
-    /// message is retained; subsequent volatile sends overwrite the previous one.
-    volatile_tx: watch::Sender<Option<QueuedPackets>>,
+    /// PATCHED (chat cluster, vendor/README.md change 11): the packets to send to the
+    /// connection, and the latest volatile one, which bypasses them: inline, allocated on the
+    /// first packet, instead of a tokio `mpsc` and a tokio `watch` channel allocated for every
+    /// socket (about 1.1 KB).
+    pub(crate) queue: SendQueue,
 
     /// PATCHED (chat cluster, vendor/README.md): a Pong (v4 protocol) or Ping (v3 protocol)
     /// received, for the heartbeat job or the websocket writer: a [`Notify`] keeps one permit
@@ -291,9 +274,6 @@ where
         close_fn: Box<dyn Fn(Sid, DisconnectReason) + Send + Sync>,
         supports_binary: bool,
     ) -> Self {
-        let (internal_tx, internal_rx) = mpsc::channel(config.max_buffer_size);
-        let (volatile_tx, volatile_rx) = watch::channel(None);
-
         Self {
             id: Sid::new(),
             protocol,
@@ -301,10 +281,8 @@ where
             upgrading: AtomicBool::new(false),
             first_message_seen: AtomicBool::new(false),
 
-            internal_rx: Mutex::new(InternalRx::new(internal_rx, volatile_rx)),
-            internal_tx,
-
-            volatile_tx,
+            internal_rx: Mutex::new(InternalRx::default()),
+            queue: SendQueue::new(config.max_buffer_size),
 
             heartbeat: Notify::new(),
             cancellation_token: CancellationToken::new(),
@@ -323,7 +301,7 @@ where
         #[cfg(feature = "tracing")]
         tracing::debug!(?packet, "sending packet");
 
-        self.internal_tx
+        self.queue
             .try_send(Arc::new(smallvec![packet]))
             .map_err(|p| match p {
                 // The list was never shared: it is taken back whole.
@@ -405,7 +383,7 @@ where
             #[cfg(feature = "tracing")]
             tracing::trace!(sid = ?self.id, "emitting ping");
 
-            self.internal_tx
+            self.queue
                 .try_send(Arc::new(smallvec![Packet::Ping]))
                 .map_err(|_| Error::HeartbeatTimeout)?;
 
@@ -435,7 +413,7 @@ where
 
             #[cfg(feature = "tracing")]
             tracing::trace!(sid = ?self.id, "ping received, sending pong");
-            self.internal_tx
+            self.queue
                 .try_send(Arc::new(smallvec![Packet::Pong]))
                 .map_err(|_| Error::HeartbeatTimeout)?;
         }
@@ -482,7 +460,7 @@ where
     /// If the socket is closed, the function will return a [`TrySendError::Closed`] error.
     #[inline]
     pub fn reserve(&self) -> Result<Permit<'_>, TrySendError<()>> {
-        let permit = self.internal_tx.try_reserve()?;
+        let permit = self.queue.try_reserve()?;
         Ok(Permit { inner: permit })
     }
 
@@ -518,12 +496,12 @@ where
     /// Returns true if the socket is closed
     /// It means that no more packets can be sent to the client
     pub fn is_closed(&self) -> bool {
-        self.internal_tx.is_closed()
+        self.queue.is_closed()
     }
 
     /// Wait for the socket to be fully closed
     pub async fn closed(&self) {
-        self.internal_tx.closed().await
+        self.queue.closed().await
     }
 
     /// Emits a binary message to the client.
@@ -591,7 +569,7 @@ where
     }
 
     pub(crate) fn send_volatile(&self, packets: PacketBuf) -> bool {
-        self.volatile_tx.send(Some(Arc::new(packets))).is_ok()
+        self.queue.send_volatile(Arc::new(packets))
     }
 }
 
@@ -602,7 +580,7 @@ impl<D: Default + Send + Sync + 'static> std::fmt::Debug for Socket<D> {
             .field("protocol", &self.protocol)
             .field("conn", &self.transport)
             .field("internal_rx", &self.internal_rx)
-            .field("internal_tx", &self.internal_tx)
+            .field("queue", &self.queue)
             .field("heartbeat", &self.heartbeat)
             .field("cancellation_token", &self.cancellation_token)
             .field("req_data", &self.req_parts)
@@ -650,9 +628,6 @@ where
         close_fn: Box<dyn Fn(Sid, DisconnectReason) + Send + Sync>,
         buffer_size: usize,
     ) -> (Arc<Socket<D>>, tokio::sync::mpsc::Receiver<Packet>) {
-        let (internal_tx, internal_rx) = mpsc::channel(buffer_size);
-        let (volatile_tx, volatile_rx) = watch::channel(None);
-
         let sock = Self {
             id: sid,
             protocol: ProtocolVersion::V4,
@@ -660,10 +635,8 @@ where
             upgrading: AtomicBool::new(false),
             first_message_seen: AtomicBool::new(false),
 
-            internal_rx: Mutex::new(InternalRx::new(internal_rx, volatile_rx)),
-            internal_tx,
-
-            volatile_tx,
+            internal_rx: Mutex::new(InternalRx::default()),
+            queue: SendQueue::new(buffer_size),
 
             heartbeat: Notify::new(),
             cancellation_token: CancellationToken::new(),
@@ -676,11 +649,11 @@ where
         };
         let sock = Arc::new(sock);
 
-        let (tx, rx) = mpsc::channel(buffer_size);
+        let (tx, rx) = tokio::sync::mpsc::channel(buffer_size);
         let sock_clone = sock.clone();
         tokio::spawn(async move {
-            let mut internal_rx = sock_clone.internal_rx.try_lock().unwrap();
-            while let Some(packets) = internal_rx.buffered_rx.recv().await {
+            let _reading = sock_clone.internal_rx.try_lock().unwrap();
+            while let Some(packets) = sock_clone.queue.recv().await {
                 for packet in Arc::unwrap_or_clone(packets) {
                     tx.send(packet).await.unwrap();
                 }

@@ -8,13 +8,13 @@ use std::{
     ops::ControlFlow,
     sync::{
         Arc,
-        atomic::{AtomicU8, Ordering},
+        atomic::{AtomicBool, Ordering},
     },
     task::{Context, Poll, Wake, Waker},
     time::Duration,
 };
 
-use futures_util::{SinkExt, StreamExt, task::AtomicWaker};
+use futures_util::{FutureExt as _, SinkExt, StreamExt, future::Either, task::AtomicWaker};
 use http::{HeaderValue, Request, Response, StatusCode, request::Parts};
 use smallvec::smallvec;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -32,7 +32,7 @@ use engineioxide_core::{Packet, ProtocolVersion, Sid, Str, TransportType};
 
 use crate::{
     DisconnectReason, Socket, body::ResponseBody, config::EngineIoConfig, engine::EngineIo,
-    errors::Error, handler::EngineIoHandler, socket::{InternalRx, QueuedPackets}, transport::make_open_packet,
+    errors::Error, handler::EngineIoHandler, socket::QueuedPackets, transport::make_open_packet,
 };
 
 /// Create a response for websocket upgrade
@@ -87,33 +87,25 @@ pub fn new_req<R: Send + 'static, B, H: EngineIoHandler>(
         let opened = open_websocket(&engine, conn, protocol, sid, parts).await;
         Some((engine, opened))
     });
-    tokio::spawn(async move {
-        let Some((engine, opened)) = opening.await else {
-            return;
-        };
-        let res = match opened {
-            Ok((socket, ws, writer_heartbeat)) => {
-                serve_websocket(&engine, socket, ws, writer_heartbeat).await;
-                Ok(())
-            }
-            Err(e) => Err(e),
-        };
-
-        match res {
-            Ok(_) => {
-                #[cfg(feature = "tracing")]
-                tracing::debug!(?sid, "ws closed")
-            }
-            Err(Error::MultipleWebsocketRequests) => {}
-            Err(_e) => {
-                #[cfg(feature = "tracing")]
-                tracing::debug!(?sid, "ws closed with error: {_e}");
-                if let Some(sid) = sid {
-                    engine.close_session(sid, DisconnectReason::TransportError);
-                }
-            }
+    // PATCHED (chat cluster, vendor/README.md change 11): a combinator rather than an `async`
+    // block, whose state kept the opened websocket's storage (moved out, but still a local of
+    // the block: about 380 bytes) beside the serving future for the connection's life.
+    tokio::spawn(opening.then(move |opening| match opening {
+        Some((engine, Ok((socket, ws, writer_heartbeat)))) => {
+            Either::Left(serve_websocket(engine, socket, ws, writer_heartbeat))
         }
-    });
+        Some((_, Err(Error::MultipleWebsocketRequests))) | None => {
+            Either::Right(std::future::ready(()))
+        }
+        Some((engine, Err(_e))) => {
+            #[cfg(feature = "tracing")]
+            tracing::debug!(?sid, "ws closed with error: {_e}");
+            if let Some(sid) = sid {
+                engine.close_session(sid, DisconnectReason::TransportError);
+            }
+            Either::Right(std::future::ready(()))
+        }
+    }));
 
     Ok(ws_response(&ws_key))
 }
@@ -139,7 +131,7 @@ where
 {
     let (socket, ws, writer_heartbeat) =
         open_websocket(&engine, conn, protocol, sid, req_data).await?;
-    serve_websocket(&engine, socket, ws, writer_heartbeat).await;
+    serve_websocket(engine, socket, ws, writer_heartbeat).await;
     Ok(())
 }
 
@@ -218,12 +210,12 @@ where
 /// writing over the two halves of a split one. Not an `async fn`: an `async fn` keeps its
 /// arguments and the locals they are moved into side by side in its state, which would hold
 /// the websocket (about 300 bytes) twice for the connection's life.
-fn serve_websocket<'a, H: EngineIoHandler, S>(
-    engine: &'a Arc<EngineIo<H>>,
+fn serve_websocket<H: EngineIoHandler, S>(
+    engine: Arc<EngineIo<H>>,
     socket: Arc<Socket<H::Data>>,
     ws: WebSocketStream<S>,
     writer_heartbeat: bool,
-) -> impl Future<Output = ()> + 'a
+) -> impl Future<Output = ()>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -239,26 +231,19 @@ where
 /// how long a client that keeps sending holds back what it is sent.
 const READ_STREAK: u8 = 32;
 
-/// PATCHED (chat cluster, vendor/README.md): the branches of [`serve_session`] whose futures
-/// are polled with [`SideWake`]'s waker: the session's end and the websocket's next message
-/// ([`session_event`]), and the volatile packet.
-const SESSION: u8 = 1;
-const VOLATILE: u8 = 2;
-
-/// PATCHED (chat cluster, vendor/README.md): which of the side branches ([`SESSION`],
-/// [`VOLATILE`]) may have progressed since their futures were last polled. Those futures are
-/// polled with a waker of their own, which records the wake-up before it wakes the task, and
-/// only when it was woken. [`serve_session`]'s task wakes once per packet written and polls
-/// every branch then and before it sleeps again; polling these futures each time cost
-/// (`bash scripts/delivery-cost.sh product --callgrind`) about 1,400 instructions per packet
-/// for the websocket's read side (tungstenite's read, hyper's upgraded connection, tokio's
-/// readiness check under its lock) and about 300 for the session's end and the volatile packet
-/// (tokio-util's `cancelled()` takes a lock at each poll; `Notified` polls take another). A
-/// wake-up does not say which future it is for: it marks every side branch, and each is polled
-/// once. Rare wake-ups (a message read, the session's end, a volatile packet) thus poll all the
-/// side futures; the wake-ups of the queue and the timer poll none.
+/// PATCHED (chat cluster, vendor/README.md): whether the side branch of [`serve_session`]
+/// (the session's end and the websocket's next message, [`session_event`]) may have progressed
+/// since its futures were last polled. Those futures are polled with a waker of their own, which
+/// records the wake-up before it wakes the task, and only when it was woken. [`serve_session`]'s
+/// task wakes once per packet written and polls every branch then and before it sleeps again;
+/// polling these futures each time cost (`bash scripts/delivery-cost.sh product --callgrind`)
+/// about 1,400 instructions per packet for the websocket's read side (tungstenite's read,
+/// hyper's upgraded connection, tokio's readiness check under its lock) and about 300 for the
+/// session's end (tokio-util's `cancelled()` takes a lock at each poll). The wake-ups of the
+/// queue and the timer poll none of them. (The volatile packet, a branch of its own until
+/// change 11, now comes from the send queue.)
 struct SideWake {
-    pending: AtomicU8,
+    pending: AtomicBool,
     task: AtomicWaker,
 }
 
@@ -267,27 +252,27 @@ impl Wake for SideWake {
         self.wake_by_ref();
     }
     fn wake_by_ref(self: &Arc<Self>) {
-        self.pending.store(SESSION | VOLATILE, Ordering::Release);
+        self.pending.store(true, Ordering::Release);
         self.task.wake();
     }
 }
 
 impl SideWake {
-    /// Whether `branch`'s futures are to be polled, now that the task polls it; the task is
-    /// woken when they may progress.
-    fn take(&self, branch: u8, cx: &Context<'_>) -> bool {
+    /// Whether the side futures are to be polled, now that the task polls the branch; the task
+    /// is woken when they may progress.
+    fn take(&self, cx: &Context<'_>) -> bool {
         self.task.register(cx.waker());
-        self.pending.fetch_and(!branch, Ordering::AcqRel) & branch != 0
+        self.pending.swap(false, Ordering::AcqRel)
     }
 
-    /// `branch`'s futures are to be polled again without a wake-up: one was ready (the next one
+    /// The side futures are to be polled again without a wake-up: one was ready (the next one
     /// may be too), or one was left unpolled.
-    fn keep(&self, branch: u8) {
-        self.pending.fetch_or(branch, Ordering::Release);
+    fn keep(&self) {
+        self.pending.store(true, Ordering::Release);
     }
 }
 
-/// PATCHED (chat cluster, vendor/README.md): what the [`SESSION`] branch of
+/// PATCHED (chat cluster, vendor/README.md): what the side branch of
 /// [`serve_session`] found.
 enum SessionEvent {
     /// The session is closed (its cancellation token).
@@ -312,7 +297,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     std::future::poll_fn(move |cx| {
-        if !wake.take(SESSION, cx) {
+        if !wake.take(cx) {
             return Poll::Pending;
         }
         let mut side = Context::from_waker(waker);
@@ -321,38 +306,16 @@ where
         }
         if !read {
             // The websocket is read again when its turn comes back.
-            wake.keep(SESSION);
+            wake.keep();
             return Poll::Pending;
         }
         match ws.poll_next_unpin(&mut side) {
             Poll::Ready(msg) => {
                 // More may be buffered already, with no wake-up to come for it.
-                wake.keep(SESSION);
+                wake.keep();
                 Poll::Ready(SessionEvent::Read(msg))
             }
             // The websocket holds `waker`, which marks the branch when there is more to read.
-            Poll::Pending => Poll::Pending,
-        }
-    })
-}
-
-/// PATCHED (chat cluster, vendor/README.md): `next`'s output, polled with `waker` and only
-/// when [`SideWake`] says `branch` may have progressed. As cancel-safe as `next`.
-fn when_woken<'a, F: Future + Unpin + 'a>(
-    mut next: F,
-    branch: u8,
-    wake: &'a SideWake,
-    waker: &'a Waker,
-) -> impl Future<Output = F::Output> + 'a {
-    std::future::poll_fn(move |cx| {
-        if !wake.take(branch, cx) {
-            return Poll::Pending;
-        }
-        match std::pin::Pin::new(&mut next).poll(&mut Context::from_waker(waker)) {
-            Poll::Ready(output) => {
-                wake.keep(branch);
-                Poll::Ready(output)
-            }
             Poll::Pending => Poll::Pending,
         }
     })
@@ -376,25 +339,27 @@ fn when_woken<'a, F: Future + Unpin + 'a>(
 ///
 /// Not an `async fn`, so that the websocket is stored once in its state (see
 /// [`serve_websocket`]): the `async move` block uses what it captures in place.
+#[allow(clippy::manual_async_fn)]
 fn serve_session<H: EngineIoHandler, S>(
-    engine: &Arc<EngineIo<H>>,
+    engine: Arc<EngineIo<H>>,
     socket: Arc<Socket<H::Data>>,
     mut ws: WebSocketStream<S>,
     heartbeat: Option<(Duration, Duration)>,
-) -> impl Future<Output = ()> + '_
+) -> impl Future<Output = ()>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     async move {
+        let engine = &engine;
         let socket = &socket;
         // Whether the websocket is still read: until it ends, fails or carries a close, or the
         // session closes.
         let mut reading = true;
 
-        // The futures that wait for the session's end and for a volatile packet live as long as
-        // the session, instead of one of each per wake-up (change 9). A `cancelled()` or
-        // `changed()` future registers in its notifier's waiter list when first polled and leaves
-        // it when dropped, two lock round trips per wake-up of a task woken once per packet.
+        // The future that waits for the session's end lives as long as the session, instead of
+        // one per wake-up (change 9). A `cancelled()` future registers in its notifier's waiter
+        // list when first polled and leaves it when dropped, two lock round trips per wake-up of
+        // a task woken once per packet.
         let cancelled = socket.cancellation_token.cancelled();
         tokio::pin!(cancelled);
 
@@ -402,7 +367,7 @@ where
         // queue's lock. Meanwhile the client's messages are read and handled, as the reading
         // future did while its writer task waited: nothing is written before the lock is held, and
         // what the handler queues meanwhile waits in the queue, in order.
-        let mut internal_rx = {
+        let _reading = {
             let lock = socket.internal_rx.lock();
             tokio::pin!(lock);
             loop {
@@ -421,11 +386,9 @@ where
                 }
             }
         };
-        let InternalRx {
-            buffered_rx,
-            volatile_rx,
-            ..
-        } = &mut *internal_rx;
+        // PATCHED (chat cluster, vendor/README.md change 11): the send queue is the socket's
+        // own, read by the holder of the lock.
+        let queue = &socket.queue;
 
         // Writes a list of queued packets to the websocket, without flushing it.
         // It is declared as a macro rather than a closure to avoid ownership issues
@@ -475,20 +438,12 @@ where
         let heartbeat_timer = tokio::time::sleep_until(ping_due);
         tokio::pin!(heartbeat_timer);
 
-        let volatile = futures_util::stream::unfold(volatile_rx.clone(), |mut rx| async move {
-            rx.changed().await.ok()?;
-            let packets = rx.borrow_and_update().clone();
-            Some((packets, rx))
-        })
-        .fuse();
-        tokio::pin!(volatile);
-
         // Messages read since something else had its turn (`READ_STREAK`).
         let mut read_streak: u8 = 0;
-        // Every side branch marked, so that its futures are polled (and hold `side_waker`) from
+        // The side branch marked, so that its futures are polled (and hold `side_waker`) from
         // the start.
         let side_wake = Arc::new(SideWake {
-            pending: AtomicU8::new(SESSION | VOLATILE),
+            pending: AtomicBool::new(true),
             task: AtomicWaker::new(),
         });
         let side_waker = Waker::from(side_wake.clone());
@@ -511,7 +466,7 @@ where
                     // What was queued before the end (such as the close packet of
                     // `Socket::close`) is still written, as when the queue came before the end.
                     SessionEvent::Closed => {
-                        while let Ok(packets) = buffered_rx.try_recv() {
+                        while let Some(packets) = queue.try_recv() {
                             write_packets!(packets);
                         }
                         break;
@@ -549,8 +504,7 @@ where
                         // Time to ping; a pong before it (some clients send one first) was
                         // taken above and is ignored.
                         None => {
-                            let queued = socket
-                                .internal_tx
+                            let queued = queue
                                 .try_send(Arc::new(smallvec![Packet::Ping]))
                                 .is_ok();
                             if queued {
@@ -570,12 +524,13 @@ where
                         }
                     }
                 },
-                items = buffered_rx.recv() => {
+                // The queued packets, then the volatile one (change 11: both from the queue).
+                items = queue.recv() => {
                     read_streak = 0;
                     match items {
                         Some(packets) => {
                             write_packets!(packets);
-                            while let Ok(packets) = buffered_rx.try_recv() {
+                            while let Some(packets) = queue.try_recv() {
                                 write_packets!(packets);
                             }
                             flush!();
@@ -583,19 +538,6 @@ where
                         None => break
                     }
                 }
-                Some(val) = when_woken(volatile.next(), VOLATILE, &side_wake, &side_waker) => {
-                    read_streak = 0;
-                    if let Some(packets) = val {
-                        #[cfg(feature = "tracing")]
-                        tracing::debug!(
-                            sid = ?socket.id,
-                            "ws volatile flush: {} packets",
-                            packets.len()
-                        );
-                        write_packets!(packets);
-                        flush!();
-                    }
-                },
                 // After a streak of reads, when nothing else was ready: reading goes on.
                 () = std::future::ready(()), if read_streak >= READ_STREAK => read_streak = 0,
             }
@@ -608,6 +550,9 @@ where
         // The sink's close (a close frame unless one was sent, then a flush), as the split
         // half did.
         SinkExt::close(&mut ws).await.ok();
+
+        #[cfg(feature = "tracing")]
+        tracing::debug!(sid = %socket.id, "ws closed");
     }
 }
 
@@ -814,7 +759,7 @@ where
 
     // We send a last Noop request to close a potential waiting polling request.
     socket
-        .internal_tx
+        .queue
         .send(Arc::new(smallvec![Packet::Noop]))
         .await
         .map_err(|_| Error::Upgrade)?;
@@ -1002,7 +947,7 @@ mod tests {
             EngineIoConfig::default(),
         ));
         let socket = socket.clone();
-        tokio::spawn(async move { serve_session(&engine, socket, ws, heartbeat).await })
+        tokio::spawn(serve_session(engine, socket, ws, heartbeat))
     }
 
     async fn ws_pair() -> (WebSocketStream<DuplexStream>, WebSocketStream<DuplexStream>) {
@@ -1021,7 +966,7 @@ mod tests {
         fn on_connect(self: Arc<Self>, _: Arc<Socket<()>>) {}
         fn on_disconnect(&self, _: Arc<Socket<()>>, _: DisconnectReason) {}
         fn on_message(self: &Arc<Self>, _: Str, socket: Arc<Socket<()>>) {
-            let queued = socket.internal_tx.max_capacity() - socket.internal_tx.capacity();
+            let queued = socket.queue.len();
             self.0.lock().unwrap().push(queued);
         }
         fn on_binary(self: &Arc<Self>, _: Bytes, _: Arc<Socket<()>>) {}
@@ -1048,7 +993,7 @@ mod tests {
         ));
         let serving = engine.clone();
         let served = socket.clone();
-        tokio::spawn(async move { serve_session(&serving, served, server, None).await });
+        tokio::spawn(serve_session(serving, served, server, None));
         assert_eq!(next_text(&mut client).await, Message::text("4hello"));
         tokio::time::sleep(Duration::from_millis(20)).await;
 
@@ -1076,7 +1021,7 @@ mod tests {
         let (server, mut client) = ws_pair().await;
         let (serving, served) = (engine.clone(), socket.clone());
         let task =
-            tokio::spawn(async move { serve_session(&serving, served, server, None).await });
+            tokio::spawn(serve_session(serving, served, server, None));
 
         client.close(None).await.unwrap();
         tokio::time::timeout(TIMEOUT, task)
@@ -1105,7 +1050,7 @@ mod tests {
         let (server, mut client) = ws_pair().await;
         let (serving, served) = (engine.clone(), socket.clone());
         let task =
-            tokio::spawn(async move { serve_session(&serving, served, server, None).await });
+            tokio::spawn(serve_session(serving, served, server, None));
 
         // The task holds the queue (a session closed before does not start writing).
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -1122,9 +1067,9 @@ mod tests {
             .unwrap();
     }
 
-    /// PATCHED (chat cluster, vendor/README.md change 10): the side branches' futures are
-    /// polled only when their own waker fired; it must fire for each of them. An idle
-    /// session's end, with nothing queued, ends the task; a volatile packet is written.
+    /// PATCHED (chat cluster, vendor/README.md change 10): the side branch's futures are
+    /// polled only when their own waker fired; it must fire. An idle session's end, with
+    /// nothing queued, ends the task; a volatile packet (change 11: from the queue) is written.
     #[tokio::test]
     async fn the_side_branches_wake_the_task() {
         let socket = socket();

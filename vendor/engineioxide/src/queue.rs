@@ -1,0 +1,405 @@
+//! PATCHED (chat cluster, vendor/README.md change 11): a socket's send queue and volatile slot,
+//! which allocate nothing until a packet is queued.
+//!
+//! It replaces a tokio `mpsc` channel and a tokio `watch` channel. Those allocate when they are
+//! created: the `mpsc` channel its shared state and its first block of 32 slots (about 800 bytes,
+//! by massif), the `watch` channel its shared state (about 350 bytes), for every connection,
+//! idle or not. This queue lives inline in its [`Socket`](crate::socket::Socket): a mutex over a
+//! `VecDeque` that grows on the first packet queued, the reader's waker, and a [`Notify`] for
+//! those who wait for room or for the end.
+//!
+//! What it keeps from the channels it replaces:
+//! - a fixed capacity ([`EngineIoConfig::max_buffer_size`](crate::config::EngineIoConfig)),
+//!   counting the packets queued and the places reserved ([`SendQueue::try_reserve`]); a sender
+//!   gets [`TrySendError::Full`] when it is reached;
+//! - [`SendQueue::close`] refuses new packets ([`TrySendError::Closed`]) and lets the reader take
+//!   what was queued before ending ([`SendQueue::poll_recv`] gives `None` once it is empty);
+//! - one volatile packet list at most, the latest ([`SendQueue::send_volatile`]), read after
+//!   every queued one;
+//! - one reader at a time (the socket's `internal_rx` lock), woken when a packet comes.
+
+use std::{
+    collections::VecDeque,
+    future::poll_fn,
+    sync::Mutex,
+    task::{Context, Poll},
+};
+
+use futures_util::task::AtomicWaker;
+use tokio::sync::{Notify, mpsc::error::TrySendError};
+
+use crate::socket::QueuedPackets;
+
+/// How many slots an emptied queue keeps; it gives back a larger allocation, grown by a burst,
+/// once it is empty again.
+const KEPT_SLOTS: usize = 8;
+
+/// A socket's send queue. See the module's documentation.
+#[derive(Debug)]
+pub(crate) struct SendQueue {
+    state: Mutex<State>,
+    /// The reader, woken when a packet is queued or the queue is closed.
+    reader: AtomicWaker,
+    /// Woken when room is made for a waiting sender ([`SendQueue::send`]) and when the queue
+    /// closes ([`SendQueue::closed`]).
+    changed: Notify,
+    capacity: usize,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    packets: VecDeque<QueuedPackets>,
+    /// Places held by [`Permit`]s not yet used.
+    reserved: usize,
+    volatile: Option<QueuedPackets>,
+    closed: bool,
+    /// A sender waits in [`SendQueue::send`] for room.
+    sender_waits: bool,
+}
+
+impl State {
+    fn is_full(&self, capacity: usize) -> bool {
+        self.packets.len() + self.reserved >= capacity
+    }
+}
+
+/// A place reserved in a [`SendQueue`] for one packet list; given back if dropped unused.
+#[derive(Debug)]
+pub(crate) struct Permit<'a> {
+    queue: &'a SendQueue,
+}
+
+impl Permit<'_> {
+    /// Queues `packets` in the place reserved.
+    pub(crate) fn send(self, packets: QueuedPackets) {
+        let queue = self.queue;
+        std::mem::forget(self);
+        let mut state = queue.lock();
+        state.reserved -= 1;
+        state.packets.push_back(packets);
+        drop(state);
+        queue.reader.wake();
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        let mut state = self.queue.lock();
+        state.reserved -= 1;
+        let notify = std::mem::take(&mut state.sender_waits);
+        drop(state);
+        if notify {
+            self.queue.changed.notify_waiters();
+        }
+    }
+}
+
+impl SendQueue {
+    /// An empty queue that holds at most `capacity` packet lists.
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            reader: AtomicWaker::new(),
+            changed: Notify::new(),
+            capacity,
+        }
+    }
+
+    /// The state; a panic while it was held left nothing half done (each change is one
+    /// statement), so a poisoned lock is used as it is.
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reserves a place for one packet list.
+    ///
+    /// # Errors
+    /// [`TrySendError::Full`] when the packets queued and the places reserved reach the
+    /// capacity; [`TrySendError::Closed`] once the queue is closed.
+    pub(crate) fn try_reserve(&self) -> Result<Permit<'_>, TrySendError<()>> {
+        let mut state = self.lock();
+        if state.closed {
+            return Err(TrySendError::Closed(()));
+        }
+        if state.is_full(self.capacity) {
+            return Err(TrySendError::Full(()));
+        }
+        state.reserved += 1;
+        Ok(Permit { queue: self })
+    }
+
+    /// Queues `packets` if there is room.
+    ///
+    /// # Errors
+    /// As [`SendQueue::try_reserve`], with `packets` given back.
+    pub(crate) fn try_send(
+        &self,
+        packets: QueuedPackets,
+    ) -> Result<(), TrySendError<QueuedPackets>> {
+        self.push(packets, false)
+    }
+
+    /// Queues `packets` if there is room; else, if `waits`, marks a sender waiting for room.
+    fn push(&self, packets: QueuedPackets, waits: bool) -> Result<(), TrySendError<QueuedPackets>> {
+        let mut state = self.lock();
+        if state.closed {
+            return Err(TrySendError::Closed(packets));
+        }
+        if state.is_full(self.capacity) {
+            state.sender_waits |= waits;
+            return Err(TrySendError::Full(packets));
+        }
+        state.packets.push_back(packets);
+        drop(state);
+        self.reader.wake();
+        Ok(())
+    }
+
+    /// Queues `packets`, waiting for room.
+    ///
+    /// # Errors
+    /// `packets` given back if the queue is closed, before or while waiting.
+    pub(crate) async fn send(&self, mut packets: QueuedPackets) -> Result<(), QueuedPackets> {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            // Registered before the state is read, so that a change after it is not missed.
+            changed.as_mut().enable();
+            match self.push(packets, true) {
+                Ok(()) => return Ok(()),
+                Err(TrySendError::Closed(back)) => return Err(back),
+                Err(TrySendError::Full(back)) => packets = back,
+            }
+            changed.await;
+        }
+    }
+
+    /// Replaces the volatile packet list, if any, by `packets`.
+    ///
+    /// # Errors
+    /// `false` once the queue is closed.
+    pub(crate) fn send_volatile(&self, packets: QueuedPackets) -> bool {
+        let mut state = self.lock();
+        if state.closed {
+            return false;
+        }
+        state.volatile = Some(packets);
+        drop(state);
+        self.reader.wake();
+        true
+    }
+
+    /// The next packet list: the oldest queued, else the volatile one. `None` once the queue is
+    /// closed and empty. To be called by the holder of the socket's `internal_rx` lock only:
+    /// one reader is woken.
+    pub(crate) fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<QueuedPackets>> {
+        let mut state = self.lock();
+        match self.take(&mut state) {
+            Some(packets) => Poll::Ready(Some(packets)),
+            None if state.closed => Poll::Ready(None),
+            None => {
+                // Under the lock: a sender queues under it too, and wakes after.
+                self.reader.register(cx.waker());
+                Poll::Pending
+            }
+        }
+    }
+
+    /// [`SendQueue::poll_recv`] as a future.
+    pub(crate) async fn recv(&self) -> Option<QueuedPackets> {
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// The next packet list if one is there, as [`SendQueue::poll_recv`] gives it.
+    pub(crate) fn try_recv(&self) -> Option<QueuedPackets> {
+        let mut state = self.lock();
+        self.take(&mut state)
+    }
+
+    fn take(&self, state: &mut State) -> Option<QueuedPackets> {
+        let Some(packets) = state.packets.pop_front() else {
+            return state.volatile.take();
+        };
+        if state.packets.is_empty() && state.packets.capacity() > KEPT_SLOTS {
+            state.packets = VecDeque::new();
+        }
+        if std::mem::take(&mut state.sender_waits) {
+            self.changed.notify_waiters();
+        }
+        Some(packets)
+    }
+
+    /// Refuses every packet from now on; what is queued can still be read.
+    pub(crate) fn close(&self) {
+        self.lock().closed = true;
+        self.changed.notify_waiters();
+        self.reader.wake();
+    }
+
+    /// Whether the queue is closed.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// Waits until the queue is closed.
+    pub(crate) async fn closed(&self) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.is_closed() {
+                return;
+            }
+            changed.await;
+        }
+    }
+
+    /// How many packet lists are queued, and places reserved.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        let state = self.lock();
+        state.packets.len() + state.reserved
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{sync::Arc, time::Duration};
+
+    use engineioxide_core::Packet;
+    use smallvec::smallvec;
+
+    use super::*;
+
+    fn packets(text: &'static str) -> QueuedPackets {
+        Arc::new(smallvec![Packet::Message(text.into())])
+    }
+
+    fn text(packets: Option<QueuedPackets>) -> Option<String> {
+        match packets?.first()? {
+            Packet::Message(msg) => Some(msg.to_string()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_new_queue_allocates_nothing() {
+        let queue = SendQueue::new(16);
+        assert_eq!(queue.lock().packets.capacity(), 0);
+    }
+
+    #[test]
+    fn packets_come_out_in_order_then_the_volatile_one() {
+        let queue = SendQueue::new(4);
+        assert!(queue.send_volatile(packets("v1")));
+        assert!(queue.send_volatile(packets("v2")));
+        queue.try_send(packets("a")).unwrap();
+        queue.try_reserve().unwrap().send(packets("b"));
+        assert_eq!(text(queue.try_recv()).as_deref(), Some("a"));
+        assert_eq!(text(queue.try_recv()).as_deref(), Some("b"));
+        // Only the latest volatile packet is kept.
+        assert_eq!(text(queue.try_recv()).as_deref(), Some("v2"));
+        assert!(queue.try_recv().is_none());
+    }
+
+    #[test]
+    fn capacity_counts_queued_packets_and_reserved_places() {
+        let queue = SendQueue::new(2);
+        let permit = queue.try_reserve().unwrap();
+        queue.try_send(packets("a")).unwrap();
+        assert!(matches!(queue.try_reserve(), Err(TrySendError::Full(()))));
+        assert!(matches!(
+            queue.try_send(packets("b")),
+            Err(TrySendError::Full(_))
+        ));
+        // A permit dropped unused gives its place back.
+        drop(permit);
+        assert_eq!(queue.len(), 1);
+        queue.try_send(packets("b")).unwrap();
+        assert_eq!(queue.len(), 2);
+    }
+
+    #[test]
+    fn a_closed_queue_refuses_packets_and_gives_what_it_holds() {
+        let queue = SendQueue::new(4);
+        queue.try_send(packets("a")).unwrap();
+        queue.close();
+        assert!(queue.is_closed());
+        assert!(matches!(
+            queue.try_send(packets("b")),
+            Err(TrySendError::Closed(_))
+        ));
+        assert!(matches!(queue.try_reserve(), Err(TrySendError::Closed(()))));
+        assert!(!queue.send_volatile(packets("v")));
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(matches!(queue.poll_recv(&mut cx), Poll::Ready(Some(_))));
+        assert!(matches!(queue.poll_recv(&mut cx), Poll::Ready(None)));
+    }
+
+    #[test]
+    fn an_emptied_queue_gives_back_what_a_burst_grew() {
+        let queue = SendQueue::new(64);
+        for _ in 0..40 {
+            queue.try_send(packets("a")).unwrap();
+        }
+        while queue.try_recv().is_some() {}
+        assert!(queue.lock().packets.capacity() <= KEPT_SLOTS);
+    }
+
+    #[tokio::test]
+    async fn the_reader_is_woken_by_a_packet() {
+        let queue = Arc::new(SendQueue::new(4));
+        let reader = tokio::spawn({
+            let queue = queue.clone();
+            async move { text(queue.recv().await) }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(!reader.is_finished());
+        queue.try_send(packets("a")).unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(1), reader).await;
+        assert_eq!(got.unwrap().unwrap().as_deref(), Some("a"));
+    }
+
+    #[tokio::test]
+    async fn a_waiting_sender_gets_room_or_its_packets_back() {
+        let queue = Arc::new(SendQueue::new(1));
+        queue.try_send(packets("a")).unwrap();
+        let sender = tokio::spawn({
+            let queue = queue.clone();
+            async move { queue.send(packets("b")).await.is_ok() }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(!sender.is_finished(), "the queue is full");
+        assert_eq!(text(queue.try_recv()).as_deref(), Some("a"));
+        let sent = tokio::time::timeout(Duration::from_secs(1), sender).await;
+        assert!(sent.unwrap().unwrap(), "room was made");
+        assert_eq!(text(queue.try_recv()).as_deref(), Some("b"));
+
+        queue.try_send(packets("c")).unwrap();
+        let sender = tokio::spawn({
+            let queue = queue.clone();
+            async move { queue.send(packets("d")).await.is_ok() }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        queue.close();
+        let sent = tokio::time::timeout(Duration::from_secs(1), sender).await;
+        assert!(!sent.unwrap().unwrap(), "the queue closed");
+    }
+
+    #[tokio::test]
+    async fn closed_resolves_when_the_queue_closes() {
+        let queue = Arc::new(SendQueue::new(1));
+        let waiter = tokio::spawn({
+            let queue = queue.clone();
+            async move { queue.closed().await }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(!waiter.is_finished());
+        queue.close();
+        tokio::time::timeout(Duration::from_secs(1), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
