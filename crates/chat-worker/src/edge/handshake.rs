@@ -8,7 +8,8 @@
 //! socket hold up to `--max-header-bytes` of headers and query. What is kept: the websocket
 //! upgrade headers, `content-type`, the auth cookie alone (`--auth jwt`, and only if the origin
 //! is trusted), the query parameters `EIO`, `transport`, `sid` and the first `roomid`; and, in
-//! the extensions, the socket's slots in the per-address and per-connection counts.
+//! the extensions, hyper's upgrade handle and the socket's slots in the per-address and
+//! per-connection counts.
 
 use std::{
     net::IpAddr,
@@ -20,7 +21,9 @@ use std::{
 
 use axum::{
     extract::{Request, State},
-    http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header, request::Parts},
+    http::{
+        Extensions, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header, request::Parts,
+    },
     middleware::Next,
     response::{IntoResponse, Response},
 };
@@ -208,6 +211,15 @@ fn trim(parts: &mut Parts, cookie: Option<&str>) {
     if let Ok(uri) = Uri::try_from(rebuilt) {
         parts.uri = uri;
     }
+
+    // Of the extensions, only hyper's upgrade handle goes on (the engine takes it for a
+    // websocket): the router's copies of the request's URI and matched path, put there for
+    // handlers, would stay with the socket.
+    let on_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+    parts.extensions = Extensions::new();
+    if let Some(on_upgrade) = on_upgrade {
+        parts.extensions.insert(on_upgrade);
+    }
 }
 
 #[cfg(test)]
@@ -246,7 +258,16 @@ mod tests {
             .body(())
             .expect("valid request");
         let (mut parts, ()) = request.into_parts();
+        // What earlier layers put in the extensions for handlers (such as a copy of the URI)
+        // does not stay with the socket.
+        #[derive(Clone)]
+        struct UriCopy(#[allow(dead_code)] Uri);
+        parts.extensions.insert(UriCopy(parts.uri.clone()));
         trim(&mut parts, Some("chat_token"));
+        assert!(
+            parts.extensions.is_empty(),
+            "only hyper's upgrade handle goes on"
+        );
         assert_eq!(
             parts.uri.query(),
             Some("EIO=4&transport=websocket&roomid=lobby")

@@ -61,8 +61,15 @@ pub fn new_req<R: Send + 'static, B, H: EngineIoHandler>(
     sid: Option<Sid>,
     req: Request<R>,
 ) -> Result<Response<ResponseBody<B>>, Error> {
-    let (parts, body) = req.into_parts();
-    let req = Request::from_parts(parts.clone(), body);
+    // PATCHED (chat cluster, vendor/README.md change 12): the upgrade gets only hyper's upgrade
+    // handle, taken out of the parts, instead of a copy of the parts. The parts, kept for the
+    // session's life, no longer hold a second handle on the finished upgrade, and nothing is
+    // copied per connection.
+    let (mut parts, body) = req.into_parts();
+    let mut req = Request::new(body);
+    if let Some(on_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() {
+        req.extensions_mut().insert(on_upgrade);
+    }
 
     let ws_key = parts
         .headers
@@ -1020,17 +1027,22 @@ mod tests {
         );
         let (server, mut client) = ws_pair().await;
         let (serving, served) = (engine.clone(), socket.clone());
-        let task =
-            tokio::spawn(serve_session(serving, served, server, None));
+        let task = tokio::spawn(serve_session(serving, served, server, None));
 
         client.close(None).await.unwrap();
         tokio::time::timeout(TIMEOUT, task)
             .await
             .expect("the task should end")
             .unwrap();
-        assert!(engine.get_socket(socket.id).is_none(), "the session is closed");
+        assert!(
+            engine.get_socket(socket.id).is_none(),
+            "the session is closed"
+        );
         assert!(socket.cancellation_token.is_cancelled());
-        assert!(matches!(client.next().await, Some(Ok(Message::Close(_))) | None));
+        assert!(matches!(
+            client.next().await,
+            Some(Ok(Message::Close(_))) | None
+        ));
     }
 
     /// PATCHED (chat cluster, vendor/README.md change 10): a session closed by the server
@@ -1049,8 +1061,7 @@ mod tests {
         );
         let (server, mut client) = ws_pair().await;
         let (serving, served) = (engine.clone(), socket.clone());
-        let task =
-            tokio::spawn(serve_session(serving, served, server, None));
+        let task = tokio::spawn(serve_session(serving, served, server, None));
 
         // The task holds the queue (a session closed before does not start writing).
         tokio::time::sleep(Duration::from_millis(20)).await;
