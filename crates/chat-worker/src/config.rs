@@ -53,8 +53,9 @@ pub struct WorkerSettings {
     #[arg(long, env = "CHAT_MAX_MESSAGE_BYTES", default_value_t = 32 * 1024)]
     pub max_message_bytes: usize,
 
-    /// Initial read buffer of each websocket connection, in bytes (grows for larger messages).
-    #[arg(long, env = "CHAT_WS_READ_BUFFER_BYTES", default_value_t = 512)]
+    /// Initial read buffer of each websocket connection, in bytes, and the most read per system
+    /// call (a larger message gets room for all of it, then takes several reads).
+    #[arg(long, env = "CHAT_WS_READ_BUFFER_BYTES", default_value_t = 256)]
     pub ws_read_buffer_bytes: usize,
 
     /// Packets queued for one client before further ones to it are dropped (slow consumer).
