@@ -122,42 +122,77 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// Two peer processes, one per port, each given `PORT` and `REDIS_URL`, their output dropped
-/// (the accounting is checked from the clients' side); waits until both accept.
+/// Two peer processes, one per port, each given `PORT` and `REDIS_URL` (the accounting is
+/// checked from the clients' side, their output is kept only to explain a failure); waits until
+/// both accept. A peer that exits before it listens (its port taken meanwhile: the ports are
+/// picked free, but outgoing connections of the tests running beside this one take ephemeral
+/// ports too) is started again on other ports, twice at most.
 fn start_peers(
     name: &str,
     command: impl Fn() -> Command,
     redis: &Redis,
 ) -> (Vec<support::ChildGuard>, Vec<SocketAddr>) {
-    let base = support::free_port_range(2);
-    let ports = [base, base + 1];
-    let guards = ports
-        .iter()
-        .map(|port| support::ChildGuard {
-            child: command()
-                .env("PORT", port.to_string())
-                .env("REDIS_URL", redis.url())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|err| panic!("start {name}: {err}")),
-            name: name.to_owned(),
-        })
-        .collect();
-    support::wait_until(
-        &format!("both {name} processes to listen"),
-        support::WAIT,
-        || {
-            ports
-                .iter()
-                .all(|port| std::net::TcpStream::connect(("127.0.0.1", *port)).is_ok())
-        },
-    );
-    let targets = ports
-        .iter()
-        .map(|port| SocketAddr::from(([127, 0, 0, 1], *port)))
-        .collect();
-    (guards, targets)
+    let mut exits = Vec::new();
+    for _attempt in 0..3 {
+        let base = support::free_port_range(2);
+        let ports = [base, base + 1];
+        let mut guards: Vec<support::ChildGuard> = ports
+            .iter()
+            .map(|port| {
+                let log = peer_log(name, *port);
+                let stderr = std::fs::File::create(&log)
+                    .unwrap_or_else(|err| panic!("create {}: {err}", log.display()));
+                support::ChildGuard {
+                    child: command()
+                        .env("PORT", port.to_string())
+                        .env("REDIS_URL", redis.url())
+                        .stdout(Stdio::null())
+                        .stderr(stderr)
+                        .spawn()
+                        .unwrap_or_else(|err| panic!("start {name}: {err}")),
+                    name: name.to_owned(),
+                }
+            })
+            .collect();
+        let mut exited = None;
+        support::wait_until(
+            &format!("both {name} processes to listen"),
+            support::WAIT,
+            || {
+                exited = guards.iter_mut().zip(ports).find_map(|(guard, port)| {
+                    let status = guard.child.try_wait().ok()??;
+                    let log =
+                        std::env::temp_dir().join(format!("bench-smoke-{name}-{port}.stderr"));
+                    let output = std::fs::read_to_string(log).unwrap_or_default();
+                    Some(format!("port {port}: {status}: {}", output.trim()))
+                });
+                exited.is_some()
+                    || ports
+                        .iter()
+                        .all(|port| std::net::TcpStream::connect(("127.0.0.1", *port)).is_ok())
+            },
+        );
+        // The peers keep writing to their logs, unlinked (read above if one exited).
+        for port in ports {
+            let _ = std::fs::remove_file(peer_log(name, port));
+        }
+        match exited {
+            Some(exit) => exits.push(exit),
+            None => {
+                let targets = ports
+                    .iter()
+                    .map(|port| SocketAddr::from(([127, 0, 0, 1], *port)))
+                    .collect();
+                return (guards, targets);
+            }
+        }
+    }
+    panic!("{name} exited before listening, three times: {exits:#?}");
+}
+
+/// Where a peer started by [`start_peers`] writes its standard error.
+fn peer_log(name: &str, port: u16) -> PathBuf {
+    std::env::temp_dir().join(format!("bench-smoke-{name}-{port}.stderr"))
 }
 
 /// 40 clients of a peer's two processes in 4 rooms that span both, 8 senders at 5/s for a
