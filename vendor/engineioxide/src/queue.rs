@@ -402,4 +402,321 @@ mod tests {
             .unwrap()
             .unwrap();
     }
+
+    /// `future`'s output, or a failure at `deadline`. The deadline is looked at first, so a
+    /// future that was never woken fails there, instead of being polled by the timer's wake-up
+    /// and found ready (as `tokio::time::timeout` would find it).
+    async fn before<F: Future>(deadline: std::time::Instant, what: &str, future: F) -> F::Output {
+        tokio::select! {
+            biased;
+            () = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
+                panic!("{what}: not woken before the deadline (a lost wake-up)")
+            }
+            output = future => output,
+        }
+    }
+
+    /// A packet list that says which sender queued it and its number in that sender's order.
+    fn numbered(sender: usize, seq: usize) -> QueuedPackets {
+        let mut data = [0u8; 16];
+        data[..8].copy_from_slice(&(sender as u64).to_le_bytes());
+        data[8..].copy_from_slice(&(seq as u64).to_le_bytes());
+        Arc::new(smallvec![Packet::Binary(bytes::Bytes::copy_from_slice(
+            &data
+        ))])
+    }
+
+    fn number(packets: &QueuedPackets) -> (usize, usize) {
+        match packets.first() {
+            Some(Packet::Binary(data)) if data.len() == 16 => (
+                u64::from_le_bytes(data[..8].try_into().unwrap()) as usize,
+                u64::from_le_bytes(data[8..].try_into().unwrap()) as usize,
+            ),
+            other => panic!("not a numbered packet: {other:?}"),
+        }
+    }
+
+    /// Senders on threads of their own (one with its own runtime, waiting in `send`), and a
+    /// reader that sleeps in `recv` and drains with `try_recv`: every packet comes out once, in
+    /// each sender's order, and the reader is never left asleep with a packet queued (a lost
+    /// wake-up fails the test at its deadline instead of hanging). Places reserved and given back
+    /// unused, and the senders' `Full` retries, leave the count at zero.
+    #[tokio::test]
+    async fn stress_every_packet_comes_out_once_in_order() {
+        const SENDERS: usize = 4;
+        const PACKETS: usize = 20_000;
+        const DEADLINE: Duration = Duration::from_secs(20);
+        let queue = Arc::new(SendQueue::new(8));
+        let deadline = std::time::Instant::now() + DEADLINE;
+
+        let spawn_sender = |sender: usize| {
+            let queue = queue.clone();
+            std::thread::spawn(move || {
+                let mut seq = 0;
+                while seq < PACKETS {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "sender {sender} stuck"
+                    );
+                    let sent = match (sender + seq) % 3 {
+                        // A place reserved, then used.
+                        0 => match queue.try_reserve() {
+                            Ok(permit) => {
+                                permit.send(numbered(sender, seq));
+                                true
+                            }
+                            Err(TrySendError::Full(())) => false,
+                            Err(TrySendError::Closed(())) => panic!("closed"),
+                        },
+                        // A place reserved and given back unused, then a packet queued.
+                        1 => {
+                            drop(queue.try_reserve());
+                            match queue.try_send(numbered(sender, seq)) {
+                                Ok(()) => true,
+                                Err(TrySendError::Full(_)) => false,
+                                Err(TrySendError::Closed(_)) => panic!("closed"),
+                            }
+                        }
+                        _ => match queue.try_send(numbered(sender, seq)) {
+                            Ok(()) => true,
+                            Err(TrySendError::Full(_)) => false,
+                            Err(TrySendError::Closed(_)) => panic!("closed"),
+                        },
+                    };
+                    if sent {
+                        seq += 1;
+                    } else {
+                        std::thread::yield_now();
+                    }
+                }
+            })
+        };
+        let mut threads: Vec<_> = (0..SENDERS - 1).map(spawn_sender).collect();
+        // The last sender waits for room in `send`, on a runtime of its own.
+        threads.push({
+            let queue = queue.clone();
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async {
+                    for seq in 0..PACKETS {
+                        let sent = queue.send(numbered(SENDERS - 1, seq));
+                        assert!(before(deadline, "the waiting sender", sent).await.is_ok());
+                    }
+                });
+            })
+        });
+
+        let reader = async {
+            let mut next = [0usize; SENDERS];
+            let mut received = 0;
+            while received < SENDERS * PACKETS {
+                let first = queue.recv().await.expect("the queue is not closed");
+                let mut batch = vec![first];
+                // Drain without sleeping every other time, as the websocket writer does.
+                if received % 2 == 0 {
+                    while let Some(packets) = queue.try_recv() {
+                        batch.push(packets);
+                    }
+                }
+                for packets in batch {
+                    let (sender, seq) = number(&packets);
+                    assert_eq!(seq, next[sender], "sender {sender}'s order");
+                    next[sender] += 1;
+                    received += 1;
+                }
+                if received % 64 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            next
+        };
+        let next = before(deadline, "the reader", reader).await;
+        assert_eq!(next, [PACKETS; SENDERS]);
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        assert!(queue.try_recv().is_none(), "nothing more");
+        assert_eq!(queue.len(), 0, "no place left reserved or queued");
+        // Every place is there again.
+        for _ in 0..8 {
+            queue.try_reserve().unwrap().send(packets("a"));
+        }
+        assert!(matches!(
+            queue.try_send(packets("b")),
+            Err(TrySendError::Full(_))
+        ));
+    }
+
+    /// One packet at a time, each queued while the reader is asleep or falling asleep in
+    /// `recv`, by each way of queueing (a permit, `try_send`, `send`, the volatile slot), then
+    /// the close: each must wake the reader. A lost wake-up fails at the deadline.
+    #[tokio::test]
+    async fn stress_each_packet_wakes_the_reader() {
+        const ROUNDS: usize = 10_000;
+        let queue = Arc::new(SendQueue::new(2));
+        let taken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let sender = {
+            let (queue, taken) = (queue.clone(), taken.clone());
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async {
+                    for seq in 0..ROUNDS {
+                        let packets = numbered(0, seq);
+                        match seq % 4 {
+                            0 => queue.try_reserve().unwrap().send(packets),
+                            1 => queue.try_send(packets).unwrap(),
+                            2 => queue.send(packets).await.unwrap(),
+                            _ => assert!(queue.send_volatile(packets)),
+                        }
+                        // The next packet comes once this one is taken: the reader is then
+                        // asleep, or about to be.
+                        while taken.load(std::sync::atomic::Ordering::Acquire) <= seq {
+                            assert!(
+                                std::time::Instant::now() < deadline,
+                                "packet {seq} not taken"
+                            );
+                            std::thread::yield_now();
+                        }
+                    }
+                    queue.close();
+                });
+            })
+        };
+        let reader = async {
+            for seq in 0..ROUNDS {
+                let packets = queue.recv().await.expect("the queue is not closed yet");
+                assert_eq!(number(&packets), (0, seq));
+                taken.store(seq + 1, std::sync::atomic::Ordering::Release);
+            }
+            assert!(queue.recv().await.is_none(), "closed and empty");
+        };
+        before(deadline, "the reader", reader).await;
+        sender.join().unwrap();
+        assert_eq!(queue.len(), 0);
+    }
+
+    /// A sender that finds the queue full at every packet and waits in `send`: each place
+    /// made, by the reader taking a packet or by a permit given back unused, must wake it. A lost
+    /// wake-up fails at the deadline.
+    #[tokio::test]
+    async fn stress_each_place_made_wakes_the_waiting_sender() {
+        const ROUNDS: usize = 5_000;
+        let queue = Arc::new(SendQueue::new(1));
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let sender = {
+            let queue = queue.clone();
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async {
+                    for seq in 0..ROUNDS {
+                        let sent = queue.send(numbered(0, seq));
+                        assert!(before(deadline, "the waiting sender", sent).await.is_ok());
+                    }
+                });
+            })
+        };
+        let reader = async {
+            for seq in 0..ROUNDS {
+                let packets = queue.recv().await.expect("the queue is not closed");
+                assert_eq!(number(&packets), (0, seq));
+                // Every other time the place just made is taken by a permit, for the sender to
+                // wait for, then given back unused.
+                if seq % 2 == 0 {
+                    if let Ok(permit) = queue.try_reserve() {
+                        for _ in 0..(seq % 3) {
+                            std::thread::yield_now();
+                        }
+                        drop(permit);
+                    }
+                }
+            }
+        };
+        before(deadline, "the reader", reader).await;
+        sender.join().unwrap();
+        assert_eq!(queue.len(), 0);
+    }
+
+    /// `closed()` resolves for every waiter, however `close()` races with them: a waiter that
+    /// checks just before the close and sleeps just after is still woken.
+    #[tokio::test]
+    async fn stress_closed_resolves_when_close_races_with_waiters() {
+        for round in 0..2_000 {
+            let queue = Arc::new(SendQueue::new(1));
+            queue.try_send(packets("a")).unwrap();
+            let closer = {
+                let queue = queue.clone();
+                std::thread::spawn(move || {
+                    if round % 2 == 0 {
+                        std::thread::yield_now();
+                    }
+                    queue.close();
+                })
+            };
+            let waiters = async {
+                let waiting = (0..3).map(|_| queue.closed());
+                futures_util::future::join_all(waiting).await;
+                // A sender waiting for room gets its packets back.
+                assert!(queue.send(packets("b")).await.is_err());
+            };
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            before(deadline, &format!("round {round}: closed()"), waiters).await;
+            closer.join().unwrap();
+            assert!(queue.is_closed());
+            assert_eq!(text(queue.try_recv()).as_deref(), Some("a"));
+            assert!(queue.try_recv().is_none());
+        }
+    }
+
+    /// A place reserved before the queue closes and given back after it: the count goes back to
+    /// zero, never below, also when the close races with senders that reserve and give back.
+    #[test]
+    fn a_permit_dropped_after_close_gives_back_its_place() {
+        let queue = SendQueue::new(2);
+        let permit = queue.try_reserve().unwrap();
+        let used = queue.try_reserve().unwrap();
+        queue.close();
+        drop(permit);
+        assert_eq!(queue.len(), 1, "one place still reserved");
+        // A permit taken before the close may still be used, as a tokio permit may.
+        used.send(packets("a"));
+        assert_eq!(queue.len(), 1);
+        assert_eq!(text(queue.try_recv()).as_deref(), Some("a"));
+        assert!(queue.try_recv().is_none());
+        assert_eq!(queue.len(), 0);
+
+        for _ in 0..200 {
+            let queue = Arc::new(SendQueue::new(4));
+            let senders: Vec<_> = (0..2)
+                .map(|_| {
+                    let queue = queue.clone();
+                    std::thread::spawn(move || {
+                        for i in 0..200 {
+                            match queue.try_reserve() {
+                                Ok(permit) if i % 2 == 0 => drop(permit),
+                                Ok(permit) => permit.send(packets("p")),
+                                Err(_) => {}
+                            }
+                            while queue.try_recv().is_some() {}
+                        }
+                    })
+                })
+                .collect();
+            std::thread::yield_now();
+            queue.close();
+            for sender in senders {
+                sender.join().unwrap();
+            }
+            while queue.try_recv().is_some() {}
+            assert_eq!(queue.len(), 0);
+        }
+    }
 }
