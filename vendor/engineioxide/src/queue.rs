@@ -11,7 +11,8 @@
 //! What it keeps from the channels it replaces:
 //! - a fixed capacity ([`EngineIoConfig::max_buffer_size`](crate::config::EngineIoConfig)),
 //!   counting the packets queued and the places reserved ([`SendQueue::try_reserve`]); a sender
-//!   gets [`TrySendError::Full`] when it is reached;
+//!   gets [`TrySendError::Full`] when it is reached; a place made while a sender waits for
+//!   room ([`SendQueue::send`]) is that sender's, not the next `try_send`'s or `try_reserve`'s;
 //! - [`SendQueue::close`] refuses new packets ([`TrySendError::Closed`]) and lets the reader take
 //!   what was queued before ending ([`SendQueue::poll_recv`] gives `None` once it is empty);
 //! - one volatile packet list at most, the latest ([`SendQueue::send_volatile`]), read after
@@ -34,6 +35,21 @@ use crate::socket::QueuedPackets;
 /// once it is empty again.
 const KEPT_SLOTS: usize = 8;
 
+/// A sender's place in line while it waits in [`SendQueue::send`] (`State::waiting`), left
+/// when dropped.
+struct InLine<'a> {
+    queue: &'a SendQueue,
+    waits: bool,
+}
+
+impl Drop for InLine<'_> {
+    fn drop(&mut self) {
+        if self.waits {
+            self.queue.lock().waiting -= 1;
+        }
+    }
+}
+
 /// A socket's send queue. See the module's documentation.
 #[derive(Debug)]
 pub(crate) struct SendQueue {
@@ -53,12 +69,21 @@ struct State {
     reserved: usize,
     volatile: Option<QueuedPackets>,
     closed: bool,
-    /// A sender waits in [`SendQueue::send`] for room.
-    sender_waits: bool,
+    /// Senders waiting in [`SendQueue::send`] for room. Each holds a place in line that
+    /// [`SendQueue::try_send`] and [`SendQueue::try_reserve`] may not take, as a tokio channel
+    /// hands a place made to the sender waiting for it: otherwise a socket's emits could take
+    /// every place made before the woken sender (the upgrade's NOOP) runs, and it would wait on.
+    waiting: usize,
 }
 
 impl State {
+    /// No room for a packet list but those of the senders waiting.
     fn is_full(&self, capacity: usize) -> bool {
+        self.packets.len() + self.reserved + self.waiting >= capacity
+    }
+
+    /// No room at all, for a sender waiting in [`SendQueue::send`].
+    fn no_room(&self, capacity: usize) -> bool {
         self.packets.len() + self.reserved >= capacity
     }
 }
@@ -86,7 +111,7 @@ impl Drop for Permit<'_> {
     fn drop(&mut self) {
         let mut state = self.queue.lock();
         state.reserved -= 1;
-        let notify = std::mem::take(&mut state.sender_waits);
+        let notify = state.waiting > 0;
         drop(state);
         if notify {
             self.queue.changed.notify_waiters();
@@ -136,17 +161,11 @@ impl SendQueue {
         &self,
         packets: QueuedPackets,
     ) -> Result<(), TrySendError<QueuedPackets>> {
-        self.push(packets, false)
-    }
-
-    /// Queues `packets` if there is room; else, if `waits`, marks a sender waiting for room.
-    fn push(&self, packets: QueuedPackets, waits: bool) -> Result<(), TrySendError<QueuedPackets>> {
         let mut state = self.lock();
         if state.closed {
             return Err(TrySendError::Closed(packets));
         }
         if state.is_full(self.capacity) {
-            state.sender_waits |= waits;
             return Err(TrySendError::Full(packets));
         }
         state.packets.push_back(packets);
@@ -160,18 +179,48 @@ impl SendQueue {
     /// # Errors
     /// `packets` given back if the queue is closed, before or while waiting.
     pub(crate) async fn send(&self, mut packets: QueuedPackets) -> Result<(), QueuedPackets> {
+        // Its place in line, left when it is done or dropped.
+        let mut line = InLine {
+            queue: self,
+            waits: false,
+        };
         loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
             // Registered before the state is read, so that a change after it is not missed.
             changed.as_mut().enable();
-            match self.push(packets, true) {
+            match self.push_in_line(packets, &mut line.waits) {
                 Ok(()) => return Ok(()),
                 Err(TrySendError::Closed(back)) => return Err(back),
                 Err(TrySendError::Full(back)) => packets = back,
             }
             changed.await;
         }
+    }
+
+    /// For [`SendQueue::send`]: queues `packets` if there is room, leaving the line if `waits`;
+    /// else takes a place in line (`waits`).
+    fn push_in_line(
+        &self,
+        packets: QueuedPackets,
+        waits: &mut bool,
+    ) -> Result<(), TrySendError<QueuedPackets>> {
+        let mut state = self.lock();
+        if !state.closed && state.no_room(self.capacity) {
+            if !*waits {
+                *waits = true;
+                state.waiting += 1;
+            }
+            return Err(TrySendError::Full(packets));
+        }
+        state.waiting -= usize::from(std::mem::take(waits));
+        if state.closed {
+            return Err(TrySendError::Closed(packets));
+        }
+        state.packets.push_back(packets);
+        drop(state);
+        self.reader.wake();
+        Ok(())
     }
 
     /// Replaces the volatile packet list, if any, by `packets`.
@@ -223,7 +272,7 @@ impl SendQueue {
         if state.packets.is_empty() && state.packets.capacity() > KEPT_SLOTS {
             state.packets = VecDeque::new();
         }
-        if std::mem::take(&mut state.sender_waits) {
+        if state.waiting > 0 {
             self.changed.notify_waiters();
         }
         Some(packets)
@@ -643,6 +692,64 @@ mod tests {
         before(deadline, "the reader", reader).await;
         sender.join().unwrap();
         assert_eq!(queue.len(), 0);
+    }
+
+    /// A place made while a sender waits in `send` is the waiting sender's, as a tokio
+    /// channel's permit is handed to the sender waiting for it: `try_send` and `try_reserve`
+    /// may not take it before the sender runs. Otherwise a busy socket's emits could keep
+    /// taking every place from the upgrade's NOOP, which then waits until the upgrade times out.
+    #[tokio::test]
+    async fn a_place_made_for_a_waiting_sender_is_kept_for_it() {
+        let queue = Arc::new(SendQueue::new(1));
+        queue.try_send(packets("a")).unwrap();
+        let sender = tokio::spawn({
+            let queue = queue.clone();
+            async move { queue.send(packets("noop")).await.is_ok() }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        // The place is made; the sender, woken, has not run yet (one thread).
+        assert_eq!(text(queue.try_recv()).as_deref(), Some("a"));
+        assert!(
+            matches!(queue.try_send(packets("b")), Err(TrySendError::Full(_))),
+            "the place is the waiting sender's"
+        );
+        assert!(matches!(queue.try_reserve(), Err(TrySendError::Full(()))));
+        let sent = tokio::time::timeout(Duration::from_secs(1), sender).await;
+        assert!(sent.unwrap().unwrap());
+        assert_eq!(text(queue.try_recv()).as_deref(), Some("noop"));
+        assert_eq!(queue.len(), 0);
+        queue.try_send(packets("c")).unwrap();
+    }
+
+    /// A sender that stops waiting (its `send` dropped, as the upgrade's at its timeout)
+    /// leaves its place in line; two waiting senders and one place: one of them gets it.
+    #[tokio::test]
+    async fn a_sender_that_stops_waiting_leaves_its_place() {
+        let queue = Arc::new(SendQueue::new(1));
+        queue.try_send(packets("a")).unwrap();
+        let gave_up = tokio::time::timeout(Duration::from_millis(10), queue.send(packets("x")));
+        assert!(gave_up.await.is_err(), "the queue is full");
+        assert_eq!(text(queue.try_recv()).as_deref(), Some("a"));
+        queue.try_send(packets("b")).unwrap();
+
+        let senders: Vec<_> = ["c", "d"]
+            .into_iter()
+            .map(|name| {
+                let queue = queue.clone();
+                tokio::spawn(async move { queue.send(packets(name)).await.is_ok() })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        for _ in 0..3 {
+            let got = tokio::time::timeout(Duration::from_secs(1), queue.recv()).await;
+            assert!(got.unwrap().is_some());
+        }
+        for sender in senders {
+            let sent = tokio::time::timeout(Duration::from_secs(1), sender).await;
+            assert!(sent.unwrap().unwrap());
+        }
+        assert_eq!(queue.len(), 0);
+        queue.try_send(packets("e")).unwrap();
     }
 
     /// `closed()` resolves for every waiter, however `close()` races with them: a waiter that
