@@ -23,7 +23,8 @@ use tokio_tungstenite::{
     },
 };
 
-/// Bytes of each connection's websocket read buffer (the product's workers run with 1 KiB).
+/// Bytes of each connection's websocket read buffer (the product's workers default to 256,
+/// `--ws-read-buffer-bytes`; chat-sized messages fit in either).
 pub const READ_BUFFER_BYTES: usize = 1024;
 /// Frames are gathered in the write buffer up to this size before a write; a flush writes
 /// whatever is gathered.

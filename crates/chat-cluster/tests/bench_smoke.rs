@@ -161,9 +161,7 @@ fn start_peers(
             || {
                 exited = guards.iter_mut().zip(ports).find_map(|(guard, port)| {
                     let status = guard.child.try_wait().ok()??;
-                    let log =
-                        std::env::temp_dir().join(format!("bench-smoke-{name}-{port}.stderr"));
-                    let output = std::fs::read_to_string(log).unwrap_or_default();
+                    let output = std::fs::read_to_string(peer_log(name, port)).unwrap_or_default();
                     Some(format!("port {port}: {status}: {}", output.trim()))
                 });
                 exited.is_some()

@@ -236,8 +236,8 @@ where
     pub(crate) internal_rx: Mutex<InternalRx>,
 
     /// PATCHED (chat cluster, vendor/README.md change 11): the packets to send to the
-    /// connection, and the latest volatile one, which bypasses them: inline, allocated on the
-    /// first packet, instead of a tokio `mpsc` and a tokio `watch` channel allocated for every
+    /// connection, and the latest volatile one (outside their capacity, read after them):
+    /// inline, allocated on the first packet, instead of a tokio `mpsc` and a tokio `watch` channel allocated for every
     /// socket (about 1.1 KB).
     pub(crate) queue: SendQueue,
 

@@ -213,8 +213,9 @@ fn trim(parts: &mut Parts, cookie: Option<&str>) {
     }
 
     // Of the extensions, only hyper's upgrade handle goes on (the engine takes it for a
-    // websocket): the router's copies of the request's URI and matched path, put there for
-    // handlers, would stay with the socket.
+    // websocket): what an earlier layer put there for its own use (`WildcardOrigin`; axum's
+    // copies of the URI and matched path, were its default features on) would otherwise stay
+    // with the socket for its life.
     let on_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
     parts.extensions = Extensions::new();
     if let Some(on_upgrade) = on_upgrade {
